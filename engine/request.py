@@ -1,0 +1,130 @@
+"""Plain types shared by the engine and its callers (the app, the CLI).
+
+Imports neither torch nor Qt, so the app can use them without loading the model stack.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any, Union
+
+import numpy as np
+
+from engine.errors import Cancelled, RequestError
+
+DURATION_RANGE = (0, 10)
+TEMPERATURE_RANGE = (0.6, 1.4)
+TOP_K_RANGE = (1, 200)
+SAMPLE_RATE = 44_100
+SAMPLES_PER_FRAME = 2048
+
+
+@dataclass(frozen=True)
+class SongRequest:
+    """What the user asked for. ``seed=None`` means pick one at random."""
+
+    tags: str = ""
+    description: str = ""
+    genre: str = ""
+    lyrics: str = ""
+    instrumental: bool = False
+    minutes: int = 2
+    temperature: float = 1.0
+    top_k: int = 80
+    top_k_superres: int = 10
+    seed: int | None = None
+    variations: int = 1
+    max_tokens: int | None = None
+
+    def validate(self) -> None:
+        """Raise RequestError naming the first field that is out of range."""
+        lo, hi = DURATION_RANGE
+        if not isinstance(self.minutes, int) or not lo <= self.minutes <= hi:
+            raise RequestError(f"Duration must be a whole number of minutes from {lo} to {hi}; got {self.minutes!r}.")
+        lo_t, hi_t = TEMPERATURE_RANGE
+        if not (self.temperature == 0 or lo_t <= self.temperature <= hi_t):
+            raise RequestError(f"Temperature must be 0 (greedy) or from {lo_t} to {hi_t}; got {self.temperature}.")
+        lo_k, hi_k = TOP_K_RANGE
+        if not lo_k <= self.top_k <= hi_k:
+            raise RequestError(f"Top-k must be from {lo_k} to {hi_k}; got {self.top_k}.")
+        if not 1 <= self.top_k_superres <= 1024:
+            raise RequestError(f"Super-res top-k must be from 1 to 1024; got {self.top_k_superres}.")
+        if not 1 <= self.variations <= 4:
+            raise RequestError(f"Variations must be from 1 to 4; got {self.variations}.")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise RequestError(f"Seed must be a non-negative integer below 2**63; got {self.seed}.")
+        if self.max_tokens is not None and self.max_tokens < 2:
+            raise RequestError(f"Max tokens must be at least 2; got {self.max_tokens}.")
+        if not (self.tags.strip() or self.description.strip() or self.genre.strip()):
+            raise RequestError("Say what the song is: give tags, a description or a genre.")
+        if not self.instrumental and not self.lyrics.strip():
+            raise RequestError("A sung song needs lyrics (or choose Instrumental).")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SongRequest":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A pipeline stage starts: load_backbone, backbone, load_superres, superres,
+    load_decoder, decode, write."""
+
+    name: str
+    variation: int = 0
+
+
+@dataclass(frozen=True)
+class Progress:
+    """``done`` of ``total`` units of the current stage (tokens, passes, chunks)."""
+
+    stage: str
+    done: int
+    total: int
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Log:
+    text: str
+
+
+@dataclass
+class Song:
+    """A finished song: float32 audio [2, n] at ``sample_rate`` plus everything needed to re-make it."""
+
+    audio: np.ndarray
+    sample_rate: int
+    codes: np.ndarray
+    metadata: dict[str, Any] = field(default_factory=dict)
+    variation: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return self.audio.shape[-1] / self.sample_rate
+
+
+Event = Union[Stage, Progress, Log, Song]
+
+
+class CancelToken:
+    """Set from any thread; the engine checks it at least once per token, pass and chunk."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled()
