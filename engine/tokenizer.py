@@ -1,0 +1,132 @@
+"""Llama-3 BPE for plain text, with the special tokens pinned to the Llama 3.1 table.
+
+The tokenizer file is used for its BPE model only (SPEC §4): its own added tokens are
+dropped, so a Llama 3.2 file (which renames the reserved tokens and adds ``<|image|>``
+at 128256) gives the same ids as a 3.1 file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+from typing import Any, Iterable
+
+from tokenizers import Tokenizer as _BPE
+
+from engine.errors import PromptError
+from engine.special_tokens import AUDIO_BASE, CODEBOOK_SIZE, ID_TO_SPECIAL, SPECIAL_TOKENS
+
+TEXT_VOCAB_SIZE = 128_000
+# Ids every Llama-3 BPE vocabulary has (checked against the real file).
+KNOWN_IDS = {"Hello": 9906, "Ġworld": 1917}
+
+_SPLIT = re.compile("(" + "|".join(re.escape(s) for s in sorted(SPECIAL_TOKENS, key=len, reverse=True)) + ")")
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise PromptError(f"Tokenizer file not found: {path}")
+    try:
+        with path.open("rb") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise PromptError(f"Tokenizer file {path} is not readable JSON ({e.__class__.__name__}).") from None
+    if not isinstance(data, dict):
+        raise PromptError(f"Tokenizer file {path} is not a tokenizer.json (top level is not an object).")
+    return data
+
+
+def _check_bpe(data: dict[str, Any], path: Path) -> None:
+    model = data.get("model")
+    if not isinstance(model, dict) or model.get("type") != "BPE":
+        kind = model.get("type") if isinstance(model, dict) else None
+        raise PromptError(f"Tokenizer file {path} is not a BPE tokenizer (model type {kind!r}).")
+    vocab = model.get("vocab")
+    if not isinstance(vocab, dict) or len(vocab) != TEXT_VOCAB_SIZE:
+        size = len(vocab) if isinstance(vocab, dict) else 0
+        raise PromptError(f"Tokenizer file {path} is not a Llama-3 BPE: vocabulary has {size} entries, expected {TEXT_VOCAB_SIZE}.")
+    for token, want in KNOWN_IDS.items():
+        if vocab.get(token) != want:
+            raise PromptError(f"Tokenizer file {path} is not a Llama-3 BPE: {token!r} has id {vocab.get(token)}, expected {want}.")
+    if not model.get("merges"):
+        raise PromptError(f"Tokenizer file {path} is not a Llama-3 BPE: it has no merges.")
+
+
+def validate_tokenizer_json(path: str | Path) -> None:
+    """Raise PromptError, naming the file, unless it is a readable Llama-3 BPE tokenizer.json."""
+    path = Path(path)
+    _check_bpe(_load_json(path), path)
+
+
+def _bpe_only(data: dict[str, Any], path: Path) -> _BPE:
+    data = dict(data, added_tokens=[], post_processor=None, truncation=None, padding=None)
+    try:
+        bpe = _BPE.from_str(json.dumps(data))
+    except Exception as e:  # the library raises plain Exception subclasses
+        raise PromptError(f"Tokenizer file {path} could not be loaded: {e}") from None
+    if bpe.encode("Hello world", add_special_tokens=False).ids != [KNOWN_IDS["Hello"], KNOWN_IDS["Ġworld"]]:
+        raise PromptError(f"Tokenizer file {path} does not encode like a Llama-3 BPE.")
+    return bpe
+
+
+class Tokenizer:
+    """Encodes prompt text: 3.1 special-token strings → pinned ids, the rest → Llama-3 BPE."""
+
+    _cache: dict[tuple[str, int, int], "Tokenizer"] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, bpe: _BPE, path: Path) -> None:
+        self._bpe = bpe
+        self.path = path
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Tokenizer":
+        """Load (or reuse) the tokenizer for ``path``; PromptError if it is not a Llama-3 BPE."""
+        path = Path(path).expanduser().resolve()
+        try:
+            st = path.stat()
+        except OSError:
+            raise PromptError(f"Tokenizer file not found: {path}") from None
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        with cls._lock:
+            if key not in cls._cache:
+                data = _load_json(path)
+                _check_bpe(data, path)
+                cls._cache[key] = cls(_bpe_only(data, path), path)
+            return cls._cache[key]
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for i, piece in enumerate(_SPLIT.split(text)):
+            if i % 2:
+                ids.append(SPECIAL_TOKENS[piece])
+            elif piece:
+                ids.extend(self._bpe.encode(piece, add_special_tokens=False).ids)
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text for debugging: specials by their 3.1 names, audio ids as ``<audio qK:C>``."""
+        out: list[str] = []
+        run: list[int] = []
+        for i in ids:
+            if 0 <= i < TEXT_VOCAB_SIZE:
+                run.append(i)
+                continue
+            if run:
+                out.append(self._bpe.decode(run, skip_special_tokens=False))
+                run = []
+            out.append(_name_of(i))
+        if run:
+            out.append(self._bpe.decode(run, skip_special_tokens=False))
+        return "".join(out)
+
+
+def _name_of(i: int) -> str:
+    if i in ID_TO_SPECIAL:
+        return ID_TO_SPECIAL[i]
+    if i >= AUDIO_BASE:
+        k, c = divmod(i - AUDIO_BASE, CODEBOOK_SIZE)
+        return f"<audio q{k}:{c}>"
+    return f"<unknown id {i}>"
