@@ -1,0 +1,361 @@
+"""DAC RVQ decoder (SPEC §8): 64 codebooks × 1024 → stereo 44.1 kHz, weight norm folded at load.
+
+Module names mirror the published state dict (``decoder.model.N...``), so the file's
+``X.weight_g`` / ``X.weight_v`` pair becomes this module's ``X.weight``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from engine.errors import ConfigError, RequestError, WeightsError
+from engine.request import CancelToken
+
+SAMPLES_PER_FRAME = 2048
+CODEBOOK_SIZE = 1024
+NUM_QUANTIZERS = 64
+CHUNK_FRAMES = 1920
+OVERLAP_FRAMES = 480
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    d_latent: int
+    n_filters: int
+    rates: tuple[int, ...]
+    out_channel: int
+    dim: int
+    codebook_size: int
+    num_quantizers: int
+    encoder_input_channel: int | None = None
+    encoder_n_filters: int | None = None
+    encoder_strides: tuple[int, ...] | None = None
+    encoder_d_latent: int | None = None
+
+    @property
+    def hop(self) -> int:
+        return math.prod(self.rates)
+
+
+def _section(raw: Mapping[str, Any], name: str, required: bool = True) -> Mapping[str, Any] | None:
+    value = raw.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"decoder_config.yaml: '{name}' must be a section of settings; got {value!r}.")
+    return value
+
+
+def _int(section: Mapping[str, Any], prefix: str, key: str) -> int:
+    if key not in section:
+        raise ConfigError(f"decoder_config.yaml: missing '{prefix}.{key}'.")
+    value = section[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"decoder_config.yaml: '{prefix}.{key}' must be a positive integer; got {value!r}.")
+    return value
+
+
+def _ints(section: Mapping[str, Any], prefix: str, key: str) -> tuple[int, ...]:
+    if key not in section:
+        raise ConfigError(f"decoder_config.yaml: missing '{prefix}.{key}'.")
+    value = section[key]
+    if (not isinstance(value, (list, tuple)) or not value
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)):
+        raise ConfigError(f"decoder_config.yaml: '{prefix}.{key}' must be a list of positive integers; got {value!r}.")
+    return tuple(value)
+
+
+def parse_decoder_config(raw: Any) -> DecoderConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("decoder_config.yaml must hold 'encoder', 'decoder' and 'quantizer' sections.")
+    dec = _section(raw, "decoder")
+    quant = _section(raw, "quantizer")
+    enc = _section(raw, "encoder", required=False)
+    cfg = DecoderConfig(
+        d_latent=_int(dec, "decoder", "d_latent"),
+        n_filters=_int(dec, "decoder", "n_filters"),
+        rates=_ints(dec, "decoder", "rates"),
+        out_channel=_int(dec, "decoder", "out_channel"),
+        dim=_int(quant, "quantizer", "dim"),
+        codebook_size=_int(quant, "quantizer", "codebook_size"),
+        num_quantizers=_int(quant, "quantizer", "num_quantizers"),
+        encoder_input_channel=_int(enc, "encoder", "input_channel") if enc else None,
+        encoder_n_filters=_int(enc, "encoder", "n_filters") if enc else None,
+        encoder_strides=_ints(enc, "encoder", "strides") if enc else None,
+        encoder_d_latent=_int(enc, "encoder", "d_latent") if enc else None,
+    )
+    if cfg.codebook_size != CODEBOOK_SIZE:
+        raise ConfigError(f"decoder_config.yaml: 'quantizer.codebook_size' is {cfg.codebook_size}; the token "
+                          f"layout needs {CODEBOOK_SIZE}.")
+    if cfg.num_quantizers != NUM_QUANTIZERS:
+        raise ConfigError(f"decoder_config.yaml: 'quantizer.num_quantizers' is {cfg.num_quantizers}; the token "
+                          f"layout needs {NUM_QUANTIZERS}.")
+    if cfg.hop != SAMPLES_PER_FRAME:
+        raise ConfigError(f"decoder_config.yaml: 'decoder.rates' {list(cfg.rates)} give {cfg.hop} samples per "
+                          f"frame; the engine needs {SAMPLES_PER_FRAME}.")
+    if cfg.d_latent != cfg.dim:
+        raise ConfigError(f"decoder_config.yaml: 'decoder.d_latent' ({cfg.d_latent}) must equal "
+                          f"'quantizer.dim' ({cfg.dim}): the summed codebook vectors feed the decoder.")
+    if cfg.out_channel != 2:
+        raise ConfigError(f"decoder_config.yaml: 'decoder.out_channel' is {cfg.out_channel}; the engine writes stereo (2).")
+    return cfg
+
+
+def load_decoder_config(path: Path | str) -> DecoderConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"Cannot read decoder config {path}: {e.strerror or e}.") from e
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"Decoder config {path} is not valid YAML.") from e
+    return parse_decoder_config(raw)
+
+
+# ---------------------------------------------------------------- modules
+
+class Snake(nn.Module):
+    """x + sin²(αx) / (α + 1e-9), α per channel (stored [1, C, 1] as in DAC)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # 1/(α + 1e-9) in float32: the 1e-9 vanishes in fp16.
+        inv = (self.alpha.float() + 1e-9).reciprocal().to(x.dtype)
+        return x + inv * torch.sin(self.alpha * x).pow(2)
+
+
+class ResidualUnit(nn.Module):
+    def __init__(self, channels: int, dilation: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            Snake(channels),
+            nn.Conv1d(channels, channels, 7, dilation=dilation, padding=3 * dilation),
+            Snake(channels),
+            nn.Conv1d(channels, channels, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        crop = (x.shape[-1] - y.shape[-1]) // 2
+        if crop > 0:
+            x = x[..., crop:crop + y.shape[-1]]
+        return x + y
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            Snake(c_in),
+            nn.ConvTranspose1d(c_in, c_out, 2 * stride, stride=stride, padding=math.ceil(stride / 2),
+                               output_padding=stride % 2),
+            ResidualUnit(c_out, 1),
+            ResidualUnit(c_out, 3),
+            ResidualUnit(c_out, 9),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
+
+
+class ConvDecoder(nn.Module):
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        n = len(cfg.rates)
+        ch = [cfg.n_filters * 2 ** (n - i) for i in range(n + 1)]  # 3072, 1536, 768, 384, 192
+        self.model = nn.Sequential(
+            nn.Conv1d(cfg.d_latent, ch[0], 7, padding=3),
+            *[DecoderBlock(ch[i], ch[i + 1], s) for i, s in enumerate(cfg.rates)],
+            Snake(ch[-1]),
+            nn.Conv1d(ch[-1], cfg.out_channel, 7, padding=3),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model(z)
+
+
+class DacDecoder(nn.Module):
+    """Codes [64, T] (or [B, 64, T]) → audio [B, 2, T·2048]. No encoder, no tanh."""
+
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.register_buffer("codebooks", torch.zeros(cfg.num_quantizers, cfg.codebook_size, cfg.dim))
+        self.decoder = ConvDecoder(cfg)
+
+    def embed(self, codes: torch.Tensor) -> torch.Tensor:
+        """Σ_k codebook_k[codes_k]: [B, 64, T] → latent [B, dim, T], summed in float32."""
+        z = torch.zeros(codes.shape[0], codes.shape[2], self.config.dim, device=codes.device, dtype=torch.float32)
+        for k in range(codes.shape[1]):
+            z += F.embedding(codes[:, k], self.codebooks[k]).float()
+        return z.transpose(1, 2).to(self.codebooks.dtype)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        if codes.dim() == 2:
+            codes = codes.unsqueeze(0)
+        return self.decoder(self.embed(codes))
+
+
+# ---------------------------------------------------------------- weights
+
+def fold_weight_norm(g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """weight = g · v / ‖v‖, norm over every dim but 0 (PyTorch weight_norm, dim=0), in float32."""
+    v = v.float()
+    norm = v.flatten(1).norm(dim=1).view(-1, *([1] * (v.dim() - 1)))
+    return g.float().reshape(norm.shape) * v / norm
+
+
+def expected_decoder_tensors(cfg: DecoderConfig) -> dict[str, tuple[int, ...]]:
+    """File name → shape for every ``decoder.*`` tensor (119 for four rates)."""
+    out: dict[str, tuple[int, ...]] = {}
+    with torch.device("meta"):
+        shapes = ConvDecoder(cfg)
+    for name, p in shapes.named_parameters(prefix="decoder"):
+        if name.endswith(".weight"):
+            base = name[: -len(".weight")]
+            out[base + ".weight_g"] = (p.shape[0], 1, 1)
+            out[base + ".weight_v"] = tuple(p.shape)
+        else:
+            out[name] = tuple(p.shape)
+    return out
+
+
+def codebook_names(k: int) -> tuple[str, str]:
+    return f"quantizer.vq_layer_{k}._codebook.embed", f"quantizer.embed_{k}"
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise WeightsError(f"Decoder weights not found: {path}.")
+    try:
+        try:
+            state = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
+        except RuntimeError:  # mmap needs the zip format; an older torch.save format still loads
+            state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # torch raises pickle, zip, EOF and runtime errors for a bad file
+        raise WeightsError(f"Cannot read decoder weights {path}: the file is truncated, corrupt or not a "
+                           f"plain dict of tensors ({type(e).__name__}). Download it again.") from e
+    if not isinstance(state, dict):
+        raise WeightsError(f"Decoder weights {path} hold a {type(state).__name__}, not a dict of tensors.")
+    if any(str(k).startswith(("generator.", "state_dict")) for k in state):
+        raise WeightsError(f"Decoder weights {path} look like the original training checkpoint; "
+                           "use the converted decoder_weights.pt.")
+    return state
+
+
+def _tensor(state: Mapping[str, Any], path: Path, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    t = state.get(name)
+    if t is None:
+        raise WeightsError(f"Decoder weights {path.name}: missing tensor '{name}'.")
+    if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+        raise WeightsError(f"Decoder weights {path.name}: '{name}' is not a floating-point tensor.")
+    if tuple(t.shape) != shape:
+        raise WeightsError(f"Decoder weights {path.name}: '{name}' has shape {list(t.shape)}, expected {list(shape)}.")
+    return t
+
+
+def load_decoder(weights_path: Path | str, config_path: Path | str, device: torch.device | str,
+                 dtype: torch.dtype) -> DacDecoder:
+    """Strict load: every decoder tensor and codebook present with its shape; ``encoder.*`` never read."""
+    cfg = load_decoder_config(config_path)
+    path = Path(weights_path)
+    state = _read_state(path)
+    expected = expected_decoder_tensors(cfg)
+    extra = sorted(k for k in state if str(k).startswith("decoder.") and k not in expected)
+    if extra:
+        raise WeightsError(f"Decoder weights {path.name}: unexpected tensor '{extra[0]}' "
+                           "(does the decoder_config.yaml match the weights?).")
+    folded: dict[str, torch.Tensor] = {}
+    for name, shape in expected.items():
+        t = _tensor(state, path, name, shape)
+        if name.endswith(".weight_g"):
+            base = name[: -len("_g")]
+            folded[base] = fold_weight_norm(t, _tensor(state, path, base + "_v", expected[base + "_v"]))
+        elif not name.endswith(".weight_v"):
+            folded[name] = t.to(torch.float32, copy=True)  # no view into the mapped file
+    books = []
+    for k in range(cfg.num_quantizers):
+        first, second = codebook_names(k)
+        name = first if first in state or second not in state else second
+        books.append(_tensor(state, path, name, (cfg.codebook_size, cfg.dim)).float())
+    folded["codebooks"] = torch.stack(books)
+    del state
+    with torch.device("meta"):
+        model = DacDecoder(cfg)
+    model.load_state_dict(folded, strict=True, assign=True)
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+# ---------------------------------------------------------------- chunked decode
+
+def chunk_plan(frames: int, chunk: int = CHUNK_FRAMES, overlap: int = OVERLAP_FRAMES) -> list[tuple[int, int]]:
+    """Frame ranges [start, stop) with stride chunk - overlap, stopping at the first chunk that reaches the end.
+
+    Upstream keeps striding past the end and decodes a tail of ≤ overlap frames; here the
+    last chunk always holds more than ``overlap`` frames, so every seam overlaps exactly
+    ``overlap`` frames and every sample comes from a chunk with ≥ ``overlap`` frames of context.
+    """
+    if chunk < 1 or overlap < 0 or 2 * overlap > chunk:
+        raise ValueError(f"need chunk ≥ 1 and 0 ≤ overlap ≤ chunk / 2; got chunk={chunk}, overlap={overlap}")
+    if frames < 1:
+        return []
+    plan, start = [], 0
+    while True:
+        stop = min(start + chunk, frames)
+        plan.append((start, stop))
+        if stop == frames:
+            return plan
+        start += chunk - overlap
+
+
+def check_codes(codes: torch.Tensor, num_quantizers: int = NUM_QUANTIZERS, size: int = CODEBOOK_SIZE) -> None:
+    if codes.dim() != 2 or codes.shape[0] != num_quantizers or codes.shape[1] < 1:
+        raise RequestError(f"Codes must have shape [{num_quantizers}, frames]; got {list(codes.shape)}.")
+    if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+        raise RequestError(f"Codes must be integers; got {codes.dtype}.")
+    bad = (codes < 0) | (codes >= size)
+    if bool(bad.any()):
+        k, t = (int(i) for i in bad.nonzero()[0])
+        raise RequestError(f"Code {int(codes[k, t])} at codebook {k}, frame {t} is outside 0..{size - 1}.")
+
+
+def decode_codes(decoder: DacDecoder, codes: torch.Tensor, *, chunk: int = CHUNK_FRAMES,
+                 overlap: int = OVERLAP_FRAMES, cancel: CancelToken | None = None,
+                 on_chunk: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Codes [64, T] → float32 CPU audio [2, T·2048], decoded chunk by chunk, seams joined by a linear crossfade."""
+    check_codes(codes, decoder.config.num_quantizers, decoder.config.codebook_size)
+    hop = decoder.config.hop
+    frames = codes.shape[1]
+    plan = chunk_plan(frames, chunk, overlap)
+    device = decoder.codebooks.device
+    out = torch.empty(decoder.config.out_channel, frames * hop, dtype=torch.float32)
+    fade = (torch.arange(overlap * hop, dtype=torch.float32) + 0.5) / max(overlap * hop, 1)
+    with torch.inference_mode():
+        z = decoder.embed(codes.to(device=device, dtype=torch.long).unsqueeze(0))
+        prev_stop = 0
+        for i, (start, stop) in enumerate(plan):
+            if cancel is not None:
+                cancel.check()
+            y = decoder.decoder(z[..., start:stop])[0].to("cpu", torch.float32)
+            if y.shape[-1] != (stop - start) * hop:
+                raise RuntimeError(f"decoder gave {y.shape[-1]} samples for {stop - start} frames")
+            n = (prev_stop - start) * hop  # samples shared with the previous chunk
+            if n > 0:
+                seam = slice(start * hop, prev_stop * hop)
+                out[:, seam] = torch.lerp(out[:, seam], y[:, :n], fade[:n])
+            out[:, prev_stop * hop:stop * hop] = y[:, n:]
+            prev_stop = stop
+            if on_chunk is not None:
+                on_chunk(i + 1, len(plan))
+    return out
