@@ -73,7 +73,8 @@ def build_prompt_texts(request: SongRequest) -> tuple[str, str]:
 def _cap(ids: list[int], cap: int, name: str, truncated: list[str]) -> list[int]:
     if len(ids) <= cap:
         return ids
-    truncated.append(f"The {name} prompt is {len(ids)} tokens; cut to {cap} (dropped {len(ids) - cap}).")
+    truncated.append(f"{name} prompt has {len(ids)} tokens, over its cap of {cap}: kept the first {cap - 1} "
+                     f"and the last one, dropped {len(ids) - cap}.")
     return ids[: cap - 1] + ids[-1:]
 
 
