@@ -1,0 +1,157 @@
+"""Tag picker: catalogue categories, search, at most 10 per category, chips, clear."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QLineEdit, QListView, QListWidget, QListWidgetItem,
+                               QPushButton, QTabWidget, QToolButton, QVBoxLayout, QWidget)
+
+from app.compose.catalogue import MAX_PER_CATEGORY, Category
+from app.compose.flow import FlowLayout
+
+
+class TagPicker(QWidget):
+    changed = Signal()
+    message = Signal(str)
+
+    def __init__(self, categories: list[Category], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("tagPicker")
+        self.categories = categories
+        self._selected: list[str] = []
+        self._lists: dict[str, QListWidget] = {}
+        self._category_of = {t.lower(): c for c in categories for t in c.tags}
+        self._syncing = False
+
+        self.search = QLineEdit(placeholderText="Search tags")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(self._filter)
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.setToolTip("Remove every selected tag")
+        self.clear_button.clicked.connect(lambda: self.set_tags([]))
+        top = QHBoxLayout()
+        top.addWidget(self.search, 1)
+        top.addWidget(self.clear_button)
+
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        for cat in categories:
+            lst = QListWidget()
+            lst.setViewMode(QListView.ViewMode.ListMode)
+            lst.setFlow(QListView.Flow.LeftToRight)
+            lst.setWrapping(True)
+            lst.setResizeMode(QListView.ResizeMode.Adjust)
+            lst.setSpacing(2)
+            lst.setUniformItemSizes(False)
+            for tag in cat.tags:
+                item = QListWidgetItem(tag)
+                item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsUserCheckable)
+                item.setCheckState(Qt.CheckState.Unchecked)
+                lst.addItem(item)
+            lst.itemChanged.connect(lambda item, c=cat: self._on_item(c, item))
+            self._lists[cat.key] = lst
+            self.tabs.addTab(lst, cat.label)
+        self.tabs.setMinimumHeight(150)
+
+        self.chips = QWidget()
+        self.chip_layout = FlowLayout(self.chips, spacing=4)
+        self.empty_chips = QLabel("No tags chosen yet")
+        self.empty_chips.setObjectName("hint")
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(top)
+        lay.addWidget(self.tabs, 1)
+        lay.addWidget(self.empty_chips)
+        lay.addWidget(self.chips)
+        self._rebuild()
+
+    def sizeHint(self) -> QSize:
+        return QSize(360, 260)
+
+    def tags(self) -> list[str]:
+        return list(self._selected)
+
+    def category_of(self, tag: str) -> Category | None:
+        return self._category_of.get(tag.lower())
+
+    def set_tags(self, tags: list[str]) -> None:
+        """Set the selection (free tags allowed); anything over a category's limit is dropped."""
+        chosen: list[str] = []
+        for tag in (t.strip() for t in tags):
+            if tag and tag.lower() not in (c.lower() for c in chosen) and self._room_for(tag, chosen):
+                chosen.append(tag)
+        if chosen != self._selected:
+            self._selected = chosen
+            self._rebuild()
+            self.changed.emit()
+
+    def _room_for(self, tag: str, chosen: list[str]) -> bool:
+        cat = self.category_of(tag)
+        if cat is None:
+            return True
+        if sum(1 for t in chosen if self.category_of(t) is cat) < MAX_PER_CATEGORY:
+            return True
+        self.message.emit(f"At most {MAX_PER_CATEGORY} {cat.label} tags; remove one to add “{tag}”.")
+        return False
+
+    def toggle(self, tag: str) -> None:
+        lowered = [t.lower() for t in self._selected]
+        if tag.lower() in lowered:
+            self.set_tags([t for t in self._selected if t.lower() != tag.lower()])
+        else:
+            self.set_tags(self._selected + [tag])
+
+    def _on_item(self, cat: Category, item: QListWidgetItem) -> None:
+        if self._syncing:
+            return
+        want = item.checkState() == Qt.CheckState.Checked
+        have = item.text().lower() in (t.lower() for t in self._selected)
+        if want != have:
+            self.toggle(item.text())
+        self._rebuild()
+
+    def _filter(self, text: str) -> None:
+        needle = text.strip().lower()
+        first_hit = -1
+        for i, cat in enumerate(self.categories):
+            lst = self._lists[cat.key]
+            hits = 0
+            for row in range(lst.count()):
+                item = lst.item(row)
+                hidden = bool(needle) and needle not in item.text().lower()
+                item.setHidden(hidden)
+                hits += not hidden
+            if hits and first_hit < 0:
+                first_hit = i
+        if needle and first_hit >= 0 and self._lists[self.categories[self.tabs.currentIndex()].key] \
+                .findItems(text.strip(), Qt.MatchFlag.MatchContains) == []:
+            self.tabs.setCurrentIndex(first_hit)
+
+    def _rebuild(self) -> None:
+        self._syncing = True
+        selected = {t.lower() for t in self._selected}
+        for i, cat in enumerate(self.categories):
+            lst = self._lists[cat.key]
+            for row in range(lst.count()):
+                item = lst.item(row)
+                state = Qt.CheckState.Checked if item.text().lower() in selected else Qt.CheckState.Unchecked
+                if item.checkState() != state:
+                    item.setCheckState(state)
+            n = sum(1 for t in self._selected if self.category_of(t) is cat)
+            self.tabs.setTabText(i, f"{cat.label} ({n})" if n else cat.label)
+        self._syncing = False
+        while self.chip_layout.count():
+            widget = self.chip_layout.takeAt(0).widget()
+            if widget is not None:
+                widget.deleteLater()
+        for tag in self._selected:
+            chip = QToolButton()
+            chip.setObjectName("chip")
+            chip.setText(f"{tag}  ×")
+            chip.setToolTip(f"Remove “{tag}”")
+            chip.clicked.connect(lambda _=False, t=tag: self.toggle(t))
+            self.chip_layout.addWidget(chip)
+        self.empty_chips.setVisible(not self._selected)
+        self.chips.setVisible(bool(self._selected))
+        self.clear_button.setEnabled(bool(self._selected))
+        self.chips.updateGeometry()

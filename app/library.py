@@ -1,0 +1,160 @@
+"""The song library: one SQLite file in the app data folder.
+
+A corrupt database is moved aside and a fresh one started; a song whose audio file has
+gone is marked "missing". Neither is fatal: both become messages in ``problems``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from engine.request import SongRequest
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS songs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    title TEXT NOT NULL,
+    tags TEXT NOT NULL DEFAULT '',
+    request_json TEXT NOT NULL DEFAULT '{}',
+    seed INTEGER,
+    duration_s REAL NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'ready',
+    audio_path TEXT NOT NULL,
+    sidecar_path TEXT NOT NULL DEFAULT '',
+    timings_json TEXT NOT NULL DEFAULT '{}',
+    peaks BLOB
+)"""
+COLUMNS = ("id", "title", "tags", "request_json", "seed", "duration_s", "created_at", "status",
+           "audio_path", "sidecar_path", "timings_json", "peaks")
+
+
+@dataclass
+class SongRecord:
+    title: str
+    audio_path: Path
+    tags: str = ""
+    request: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    duration_s: float = 0.0
+    created_at: str = field(default_factory=lambda: datetime.now().isoformat(timespec="seconds"))
+    status: str = "ready"
+    sidecar_path: Path | None = None
+    timings: dict[str, Any] = field(default_factory=dict)
+    peaks: bytes = b""
+    id: int | None = None
+
+    def song_request(self) -> SongRequest:
+        data = dict(self.request)
+        if self.seed is not None:
+            data["seed"] = self.seed
+        return SongRequest.from_dict(data)
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "SongRecord":
+        return cls(id=row["id"], title=row["title"], tags=row["tags"], request=_loads(row["request_json"]),
+                   seed=row["seed"], duration_s=row["duration_s"], created_at=row["created_at"],
+                   status=row["status"], audio_path=Path(row["audio_path"]),
+                   sidecar_path=Path(row["sidecar_path"]) if row["sidecar_path"] else None,
+                   timings=_loads(row["timings_json"]), peaks=bytes(row["peaks"] or b""))
+
+
+def _loads(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class Library:
+    def __init__(self, db_path: Path) -> None:
+        self.path = Path(db_path)
+        self.problems: list[str] = []
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = self._open()
+        except sqlite3.DatabaseError as exc:
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            self._conn = None
+            shutil.move(str(self.path), str(aside))
+            for suffix in ("-journal", "-wal", "-shm"):
+                extra = self.path.with_name(self.path.name + suffix)
+                if extra.exists():
+                    shutil.move(str(extra), str(aside) + suffix)
+            self.problems.append(f"The song library was damaged ({exc}); it was moved to {aside.name} "
+                                 "and a new, empty library was started. Your audio files are untouched.")
+            self._conn = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(str(self.path))
+        try:
+            conn.row_factory = sqlite3.Row
+            status = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if status != "ok":
+                raise sqlite3.DatabaseError(status)
+            with conn:
+                conn.execute(SCHEMA)
+            conn.execute("SELECT " + ", ".join(COLUMNS) + " FROM songs LIMIT 1").fetchall()
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
+        return conn
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def add(self, rec: SongRecord) -> int:
+        with self._conn:
+            cur = self._conn.execute(
+                "INSERT INTO songs (title, tags, request_json, seed, duration_s, created_at, status, audio_path,"
+                " sidecar_path, timings_json, peaks) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (rec.title, rec.tags, json.dumps(rec.request), rec.seed, rec.duration_s, rec.created_at,
+                 rec.status, str(rec.audio_path), str(rec.sidecar_path or ""), json.dumps(rec.timings),
+                 rec.peaks))
+        rec.id = int(cur.lastrowid)
+        return rec.id
+
+    def songs(self) -> list[SongRecord]:
+        rows = self._conn.execute("SELECT * FROM songs ORDER BY created_at DESC, id DESC").fetchall()
+        return [SongRecord.from_row(r) for r in rows]
+
+    def get(self, song_id: int) -> SongRecord | None:
+        row = self._conn.execute("SELECT * FROM songs WHERE id = ?", (song_id,)).fetchone()
+        return SongRecord.from_row(row) if row else None
+
+    def rename(self, song_id: int, title: str) -> None:
+        with self._conn:
+            self._conn.execute("UPDATE songs SET title = ? WHERE id = ?", (title.strip(), song_id))
+
+    def set_status(self, song_id: int, status: str) -> None:
+        with self._conn:
+            self._conn.execute("UPDATE songs SET status = ? WHERE id = ?", (status, song_id))
+
+    def delete(self, song_id: int, delete_files: bool = True) -> None:
+        rec = self.get(song_id)
+        with self._conn:
+            self._conn.execute("DELETE FROM songs WHERE id = ?", (song_id,))
+        if rec and delete_files:
+            for path in (rec.audio_path, rec.sidecar_path):
+                if path:
+                    Path(path).unlink(missing_ok=True)
+
+    def check_files(self) -> list[str]:
+        """Mark songs whose audio file is gone as missing (and back when it returns)."""
+        messages = []
+        for rec in self.songs():
+            exists = rec.audio_path.is_file()
+            if not exists and rec.status != "missing":
+                self.set_status(rec.id, "missing")
+                messages.append(f"“{rec.title}”: its audio file {rec.audio_path} is missing.")
+            elif exists and rec.status == "missing":
+                self.set_status(rec.id, "ready")
+        self.problems.extend(messages)
+        return messages

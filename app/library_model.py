@@ -1,0 +1,99 @@
+"""List model over the library, with drag-out that always delivers a WAV file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QAbstractListModel, QMimeData, QModelIndex, QPersistentModelIndex, Qt, QUrl
+
+from app import paths
+from app.library import Library, SongRecord
+
+RecordRole = Qt.ItemDataRole.UserRole + 1
+Index = QModelIndex | QPersistentModelIndex
+
+
+def safe_name(title: str) -> str:
+    name = re.sub(r"[^\w\- .,()&]+", "", title, flags=re.UNICODE).strip(" .") or "song"
+    return name[:80]
+
+
+def wav_for(rec: SongRecord) -> Path:
+    """The song as a WAV file: its own file, or a WAV exported once into the cache."""
+    src = Path(rec.audio_path)
+    if src.suffix.lower() == ".wav":
+        return src
+    import soundfile
+
+    from app.audio_io import write_audio
+
+    out = paths.cache_dir() / "drag" / f"{safe_name(rec.title)}-{rec.id}.wav"
+    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+        data, rate = soundfile.read(str(src), dtype="float32", always_2d=True)
+        write_audio(out, data.T, rate)
+    return out
+
+
+class LibraryModel(QAbstractListModel):
+    def __init__(self, library: Library, parent=None) -> None:
+        super().__init__(parent)
+        self.library = library
+        self._songs: list[SongRecord] = library.songs()
+        self.last_drag_error = ""
+
+    def refresh(self) -> None:
+        self.beginResetModel()
+        self._songs = self.library.songs()
+        self.endResetModel()
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self._songs)
+
+    def record(self, row: int) -> SongRecord | None:
+        return self._songs[row] if 0 <= row < len(self._songs) else None
+
+    def row_of(self, song_id: int) -> int:
+        return next((i for i, s in enumerate(self._songs) if s.id == song_id), -1)
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        rec = self.record(index.row()) if index.isValid() else None
+        if rec is None:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
+            return rec.title
+        if role == Qt.ItemDataRole.ToolTipRole:
+            note = " (audio file missing)" if rec.status == "missing" else ""
+            return f"{rec.title}{note}\n{rec.tags}\n{rec.audio_path}"
+        if role == RecordRole:
+            return rec
+        return None
+
+    def flags(self, index: Index) -> Qt.ItemFlag:
+        base = super().flags(index)
+        rec = self.record(index.row()) if index.isValid() else None
+        if rec is not None and rec.status != "missing":
+            base |= Qt.ItemFlag.ItemIsDragEnabled
+        return base
+
+    def mimeTypes(self) -> list[str]:
+        return ["text/uri-list"]
+
+    def supportedDragActions(self) -> Qt.DropAction:
+        return Qt.DropAction.CopyAction
+
+    def mimeData(self, indexes: list[QModelIndex]) -> QMimeData:
+        mime = QMimeData()
+        urls = []
+        self.last_drag_error = ""
+        for index in indexes:
+            rec = self.record(index.row())
+            if rec is None:
+                continue
+            try:
+                urls.append(QUrl.fromLocalFile(str(wav_for(rec))))
+            except Exception as exc:  # noqa: BLE001 - missing/unreadable file: drag the rest
+                self.last_drag_error = f"Cannot drag “{rec.title}”: {exc}"
+        mime.setUrls(urls)
+        return mime

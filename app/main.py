@@ -1,0 +1,96 @@
+"""`khala-app` / `python -m app`: the desktop app."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from app import paths
+from app.generate import PipelineProvider, real_pipeline_factory
+from app.library import Library
+from app.settings import Settings
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="khala-app", description="Khala: write songs on your own Mac.")
+    parser.add_argument("--weights", type=Path, metavar="DIR", help="use the model in this folder")
+    parser.add_argument("--version", action="store_true", help="print versions and exit")
+    parser.add_argument("--smoke-test", action="store_true", help="check that the app can start, then exit")
+    args, _qt_args = parser.parse_known_args(argv)
+    return args
+
+
+def pick_weights_dir(cli: Path | None, settings: Settings) -> Path | None:
+    """--weights, else the folder from settings, else the default folder if it holds the model."""
+    if cli is not None:
+        return cli.expanduser()
+    if settings.weights_dir is not None:
+        return settings.weights_dir
+    from engine.weights import default_weights_dir, locate_weights
+
+    folder = default_weights_dir()
+    try:
+        locate_weights(folder)
+    except Exception:  # noqa: BLE001 - not there yet: first launch
+        return None
+    return folder
+
+
+def build(settings: Settings, weights_dir: Path | None, provider: PipelineProvider | None = None):
+    """The main window and tray icon, wired. Needs a QApplication."""
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    from app.resources import resource_path
+    from app.style import STYLE
+    from app.tray import Tray
+    from app.window import MainWindow
+
+    app = QApplication.instance()
+    app.setStyleSheet(STYLE)
+    icon = QIcon(str(resource_path("icon.png")))
+    app.setWindowIcon(icon)
+    if provider is None:
+        provider = PipelineProvider(lambda folder: real_pipeline_factory(folder, settings.keep_model_loaded))
+    window = MainWindow(settings, Library(paths.library_db_path()), weights_dir, provider)
+    tray = Tray(window, icon)
+    if tray.available:
+        app.setQuitOnLastWindowClosed(False)
+    return window, tray
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.version:
+        from app.version import version_report
+
+        print(version_report())
+        return 0
+    from app.crash import install_excepthook
+
+    install_excepthook()
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Khala")
+    app.setApplicationDisplayName("Khala")
+    app.setOrganizationName("Khala")
+    settings = Settings()
+    if args.smoke_test:
+        from app.smoke import smoke_test
+
+        return smoke_test(make_window=lambda: build(settings, args.weights)[0])
+    window, tray = build(settings, pick_weights_dir(args.weights, settings))
+    geometry = settings.geometry
+    if geometry:
+        window.restoreGeometry(geometry)
+    window.show()
+    if window.weights_dir is None:
+        window.open_first_launch()
+    app.aboutToQuit.connect(lambda: window.job and window.job.cancel())
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""In-app playback through sounddevice: a callback-driven OutputStream, never blocking the GUI."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+from PySide6.QtCore import QObject, QTimer, Signal
+
+
+def _sounddevice() -> ModuleType:
+    import sounddevice  # PortAudio is initialised on import; keep it out of app start-up
+
+    return sounddevice
+
+
+def read_audio_file(path: Path) -> tuple[np.ndarray, int]:
+    """Frames [n, channels] float32 and the sample rate."""
+    import soundfile
+
+    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    return np.ascontiguousarray(data), int(rate)
+
+
+class Player(QObject):
+    """play / pause / seek / position over one song at a time."""
+
+    state_changed = Signal(bool)
+    position_changed = Signal(float)
+    finished = Signal()
+    error = Signal(str)
+    loaded = Signal(int)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._frames = np.zeros((0, 2), dtype=np.float32)
+        self._rate = 44_100
+        self._pos = 0
+        self._lock = threading.Lock()
+        self._stream = None
+        self.song_id: int | None = None
+        self._timer = QTimer(self)
+        self._timer.setInterval(100)
+        self._timer.timeout.connect(lambda: self.position_changed.emit(self.position))
+        self._ended = False
+        self.finished.connect(self.on_finished_gui)
+
+    @property
+    def playing(self) -> bool:
+        return self._stream is not None and bool(self._stream.active)
+
+    @property
+    def duration(self) -> float:
+        return len(self._frames) / self._rate if self._rate else 0.0
+
+    @property
+    def position(self) -> float:
+        return self._pos / self._rate if self._rate else 0.0
+
+    def load_file(self, path: Path, song_id: int | None = None) -> bool:
+        try:
+            frames, rate = read_audio_file(path)
+        except Exception as exc:  # noqa: BLE001 - unreadable or missing file
+            self.error.emit(f"Cannot play {Path(path).name}: {exc}")
+            return False
+        self.load_array(frames, rate, song_id)
+        return True
+
+    def load_array(self, frames: np.ndarray, rate: int, song_id: int | None = None) -> None:
+        self.stop()
+        with self._lock:
+            self._frames = np.ascontiguousarray(frames, dtype=np.float32)
+            self._rate = int(rate)
+            self._pos = 0
+        self.song_id = song_id
+        self.loaded.emit(song_id if song_id is not None else -1)
+        self.position_changed.emit(0.0)
+
+    def play(self) -> None:
+        if self.playing or len(self._frames) == 0:
+            return
+        if self._pos >= len(self._frames):
+            self._pos = 0
+        try:
+            sd = _sounddevice()
+            self._stream = sd.OutputStream(
+                samplerate=self._rate, channels=self._frames.shape[1], dtype="float32",
+                callback=self._callback, finished_callback=self._on_stream_finished)
+            self._ended = False
+            self._stream.start()
+        except Exception as exc:  # noqa: BLE001 - no device, no PortAudio
+            self._stream = None
+            self.error.emit(f"Cannot play audio: {exc}")
+            return
+        self._timer.start()
+        self.state_changed.emit(True)
+
+    def pause(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.stop()
+            stream.close()
+        self._timer.stop()
+        self.position_changed.emit(self.position)
+        self.state_changed.emit(False)
+
+    def stop(self) -> None:
+        self.pause()
+        self._pos = 0
+
+    def toggle(self) -> None:
+        self.pause() if self.playing else self.play()
+
+    def seek(self, seconds: float) -> None:
+        with self._lock:
+            self._pos = int(max(0.0, min(seconds * self._rate, len(self._frames))))
+        self.position_changed.emit(self.position)
+
+    def _callback(self, outdata: np.ndarray, frames: int, _time, _status) -> None:
+        with self._lock:
+            chunk = self._frames[self._pos:self._pos + frames]
+            self._pos += len(chunk)
+        outdata[:len(chunk)] = chunk
+        if len(chunk) < frames:
+            outdata[len(chunk):] = 0
+            self._ended = True
+            raise _sounddevice().CallbackStop
+
+    def _on_stream_finished(self) -> None:
+        if self._ended:
+            # PortAudio thread: signals are queued to the GUI thread
+            self.finished.emit()
+
+    def on_finished_gui(self) -> None:
+        """Connected to ``finished``: release the stream on the GUI thread."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
+        self._timer.stop()
+        self.position_changed.emit(self.position)
+        self.state_changed.emit(False)

@@ -1,0 +1,108 @@
+"""Turns engine events into what the progress bar says: stage, percent, speed, ETA.
+
+The ETA comes only from speed measured in this run, never from a guess."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from engine.request import Progress, Stage
+
+STAGE_LABELS = {
+    "load_backbone": "Loading the model",
+    "backbone": "Composing",
+    "free": "Freeing memory",
+    "load_superres": "Loading the detail model",
+    "superres": "Adding detail",
+    "load_decoder": "Loading the decoder",
+    "decode": "Rendering audio",
+    "write": "Saving",
+}
+# Share of one variation's time each stage takes, for the overall percent.
+STAGE_WEIGHTS = {"load_backbone": 0.04, "backbone": 0.60, "free": 0.0, "load_superres": 0.03,
+                 "superres": 0.22, "load_decoder": 0.01, "decode": 0.08, "write": 0.02}
+STAGE_ORDER = list(STAGE_WEIGHTS)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+@dataclass
+class Snapshot:
+    percent: int
+    text: str
+
+
+class ProgressTracker:
+    def __init__(self, variations: int = 1, clock=time.monotonic) -> None:
+        self.variations = max(1, variations)
+        self._clock = clock
+        self.started = clock()
+        self.stage = ""
+        self.variation = 0
+        self._stage_frac = 0.0
+        self._done = 0
+        self._total = 0
+        self._t0 = self.started
+        self._done0 = 0
+        self.rate = 0.0
+
+    def on_stage(self, ev: Stage) -> Snapshot:
+        self.stage, self.variation = ev.name, ev.variation
+        self._stage_frac, self._done, self._total = 0.0, 0, 0
+        self._t0, self._done0, self.rate = self._clock(), 0, 0.0
+        return self.snapshot()
+
+    def on_progress(self, ev: Progress) -> Snapshot:
+        if ev.stage != self.stage:
+            self.stage = ev.stage
+            self._t0, self._done0 = self._clock(), ev.done
+        self._done, self._total = ev.done, ev.total
+        self._stage_frac = min(1.0, ev.done / ev.total) if ev.total else 0.0
+        dt = self._clock() - self._t0
+        if dt > 0 and ev.done > self._done0:
+            self.rate = (ev.done - self._done0) / dt
+        return self.snapshot()
+
+    def fraction(self) -> float:
+        before = sum(STAGE_WEIGHTS[s] for s in STAGE_ORDER[:STAGE_ORDER.index(self.stage)]) \
+            if self.stage in STAGE_WEIGHTS else 0.0
+        # the pipeline runs stage-major: every variation's backbone, then every super-res…
+        within = STAGE_WEIGHTS.get(self.stage, 0.0) * (self.variation + self._stage_frac) / self.variations
+        return min(1.0, before + within)
+
+    def eta(self) -> float | None:
+        frac = self.fraction()
+        elapsed = self._clock() - self.started
+        if frac < 0.02 or elapsed < 1.0:
+            return None
+        overall = elapsed * (1 - frac) / frac
+        if self.rate > 0 and self._total:
+            stage_left = (self._total - self._done) / self.rate
+            return max(overall, stage_left)
+        return overall
+
+    def snapshot(self) -> Snapshot:
+        label = STAGE_LABELS.get(self.stage, self.stage.replace("_", " ").capitalize() or "Starting")
+        parts = [label]
+        if self.variations > 1:
+            parts[0] = f"{label} (song {self.variation + 1} of {self.variations})"
+        percent = int(self.fraction() * 100)
+        parts.append(f"{percent}%")
+        if self.stage == "backbone" and self.rate > 0:
+            parts.append(f"{self.rate:.1f} tokens/s")
+        elif self.rate > 0 and self._total:
+            parts.append(f"{self._done}/{self._total}")
+        eta = self.eta()
+        if eta is not None:
+            parts.append(f"about {format_duration(eta)} left")
+        return Snapshot(percent, " · ".join(parts))

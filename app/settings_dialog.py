@@ -1,0 +1,69 @@
+"""Settings: songs folder, model folder, audio format, keep the model loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
+                               QHBoxLayout, QLabel, QLineEdit, QPushButton, QWidget)
+
+from app import paths
+
+if TYPE_CHECKING:
+    from app.window import MainWindow
+
+
+def _folder_row(edit: QLineEdit, parent: QWidget) -> QHBoxLayout:
+    row = QHBoxLayout()
+    row.addWidget(edit, 1)
+    button = QPushButton("Choose…")
+    button.clicked.connect(lambda: edit.setText(QFileDialog.getExistingDirectory(parent, "Choose Folder",
+                                                                                 edit.text()) or edit.text()))
+    row.addWidget(button)
+    return row
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, w: "MainWindow") -> None:
+        super().__init__(w)
+        self.setWindowTitle("Settings")
+        self.w = w
+        self.songs = QLineEdit(str(w.settings.songs_dir))
+        self.weights = QLineEdit(str(w.weights_dir or ""))
+        self.format = QComboBox()
+        self.format.addItems(["wav", "flac", "mp3"])
+        self.format.setCurrentText(w.settings.audio_format)
+        self.keep = QCheckBox("Keep the model in memory between songs (faster, uses more memory)")
+        self.keep.setChecked(w.settings.keep_model_loaded)
+        self.error = QLabel(objectName="statusLabel", wordWrap=True)
+        self.error.setProperty("level", "error")
+        form = QFormLayout(self)
+        form.addRow("Songs folder", _folder_row(self.songs, self))
+        form.addRow("Model folder", _folder_row(self.weights, self))
+        form.addRow("Audio format", self.format)
+        form.addRow("", self.keep)
+        form.addRow(self.error)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.apply)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def apply(self) -> None:
+        problem = paths.check_writable_dir(Path(self.songs.text().strip()))
+        if problem:
+            self.error.setText(problem)
+            return
+        s = self.w.settings
+        s.songs_dir = Path(self.songs.text().strip())
+        s.audio_format = self.format.currentText()
+        s.keep_model_loaded = self.keep.isChecked()
+        folder = self.weights.text().strip()
+        if folder and Path(folder) != self.w.weights_dir:
+            s.weights_dir = Path(folder)
+            self.w.set_weights_dir(Path(folder))
+        self.accept()
+
+
+def open_settings(w: "MainWindow") -> None:
+    SettingsDialog(w).open()

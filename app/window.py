@@ -1,0 +1,301 @@
+"""The main window: compose on the left, library on the right, player bar below."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from PySide6.QtCore import QEventLoop, QItemSelectionModel, Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QApplication, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QProgressBar,
+                               QPushButton, QScrollArea, QSplitter, QVBoxLayout, QWidget)
+
+from app import paths
+from app.compose import ComposePanel
+from app.generate import PipelineProvider, SavedSong, generation_work
+from app.jobs import Job
+from app.library import Library
+from app.library_model import LibraryModel
+from app.library_view import LibraryView
+from app.player import Player
+from app.player_bar import PlayerBar
+from app.progress import ProgressTracker
+from app.settings import Settings
+from engine.errors import KhalaError
+from engine.request import Log, Progress, SongRequest, Stage
+
+
+def weights_problem(folder: Path | None) -> str | None:
+    if folder is None:
+        return "The model is not downloaded yet. Choose File → Download Model…"
+    try:
+        from engine.weights import locate_weights
+
+        locate_weights(folder)
+    except Exception as exc:  # noqa: BLE001 - WeightsError or anything odd: say it, don't crash
+        return f"The model in {folder} cannot be used: {exc}"
+    return None
+
+
+class MainWindow(QMainWindow):
+    song_added = Signal(int)
+    busy_changed = Signal(bool)
+
+    def __init__(self, settings: Settings, library: Library, weights_dir: Path | None,
+                 provider: PipelineProvider | None = None, categories=None) -> None:
+        super().__init__()
+        self.setWindowTitle("Khala")
+        self.settings, self.library, self.weights_dir = settings, library, weights_dir
+        self.provider = provider or PipelineProvider()
+        self.job: Job | None = None
+        self.tracker: ProgressTracker | None = None
+        self.tray = None
+        self.quitting = False
+        self.last_notification: tuple[str, str] | None = None
+        self.ask = lambda title, text: QMessageBox.question(self, title, text) == QMessageBox.StandardButton.Yes
+
+        self.compose = ComposePanel(categories, weights_dir)
+        self.compose.message.connect(lambda m: self.show_message(m, "error"))
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        holder = QWidget()
+        inner = QVBoxLayout(holder)
+        inner.setContentsMargins(16, 12, 16, 12)
+        inner.addWidget(self.compose)
+        scroll.setWidget(holder)
+
+        self.progress = QProgressBar(objectName="progressBar", textVisible=False)
+        self.progress.setRange(0, 100)
+        self.progress.setVisible(False)
+        self.status = QLabel("Ready", objectName="statusLabel", wordWrap=True)
+        self.generate_button = QPushButton("Generate", objectName="generateButton")
+        self.generate_button.setToolTip("Generate (⌘↩)")
+        self.generate_button.setDefault(True)
+        self.cancel_button = QPushButton("Cancel", objectName="cancelButton", enabled=False)
+        self.cancel_button.setToolTip("Cancel (Esc)")
+        self.generate_button.clicked.connect(self.generate)
+        self.cancel_button.clicked.connect(self.cancel_generation)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.status, 1)
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.generate_button)
+        footer = QWidget(objectName="composeFooter")
+        foot = QVBoxLayout(footer)
+        foot.setContentsMargins(16, 8, 16, 12)
+        foot.addWidget(self.progress)
+        foot.addLayout(buttons)
+        left = QWidget()
+        left_lay = QVBoxLayout(left)
+        left_lay.setContentsMargins(0, 0, 0, 0)
+        left_lay.setSpacing(0)
+        left_lay.addWidget(scroll, 1)
+        left_lay.addWidget(footer)
+
+        self.model = LibraryModel(library, self)
+        self.list = LibraryView()
+        self.list.setModel(self.model)
+        self.list.doubleClicked.connect(lambda index: self.play_row(index.row()))
+        right = QWidget()
+        right_lay = QVBoxLayout(right)
+        right_lay.setContentsMargins(12, 12, 12, 0)
+        right_lay.addWidget(QLabel("Library", objectName="paneTitle"))
+        right_lay.addWidget(self.list, 1)
+
+        split = QSplitter()
+        split.addWidget(left)
+        split.addWidget(right)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        split.setChildrenCollapsible(False)
+        self.player = Player(self)
+        self.player.error.connect(lambda m: self.show_message(m, "error"))
+        self.player.position_changed.connect(self._on_play_position)
+        self.player_bar = PlayerBar(self.player)
+        self.player_bar.play_button.clicked.connect(self.toggle_play)
+        central = QWidget()
+        lay = QVBoxLayout(central)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        lay.addWidget(split, 1)
+        lay.addWidget(self.player_bar)
+        self.setCentralWidget(central)
+        self.resize(1180, 760)
+
+        QShortcut(QKeySequence("Ctrl+Return"), self, self.generate)
+        QShortcut(QKeySequence("Ctrl+Enter"), self, self.generate)
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.cancel_generation)
+        QShortcut(QKeySequence(Qt.Key.Key_Space), self, self.toggle_play)
+        from app.menus import build_menus
+
+        build_menus(self)
+        if settings.last_request is not None:
+            self.compose.set_request(settings.last_request)
+        for problem in library.problems + library.check_files():
+            self.show_message(problem, "error")
+        self.model.refresh()
+
+    def set_weights_dir(self, folder: Path | None) -> None:
+        self.weights_dir = folder
+        self.compose.set_weights_dir(folder)
+        if folder is not None:
+            self.settings.weights_dir = folder
+            self.show_message("The model is ready. Compose a song and press Generate.")
+
+    def open_first_launch(self) -> None:
+        from app.first_launch import FirstLaunchDialog
+        from engine.weights import default_weights_dir
+
+        dialog = FirstLaunchDialog(self.weights_dir or default_weights_dir(), self)
+        dialog.weights_ready.connect(self.set_weights_dir)
+        self.first_launch = dialog
+        dialog.show()
+
+    # -- messages ----------------------------------------------------------------------
+    def show_message(self, text: str, level: str = "") -> None:
+        self.status.setText(text)
+        self.status.setProperty("level", level)
+        self.status.style().unpolish(self.status)
+        self.status.style().polish(self.status)
+
+    def notify(self, title: str, text: str) -> None:
+        self.last_notification = (title, text)
+        if self.tray is not None:
+            self.tray.notify(title, text)
+
+    # -- generation --------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self.job is not None
+
+    def generate(self) -> None:
+        if self.busy:
+            return
+        request, problem = self.compose.validated_request()
+        if request is None:
+            self.show_message(problem, "error")
+            return
+        self.start_generation(request)
+
+    def start_generation(self, request: SongRequest) -> bool:
+        if self.busy:
+            self.show_message("A song is already being made; wait or cancel it first.", "error")
+            return False
+        problem = weights_problem(self.weights_dir) or paths.check_writable_dir(self.settings.songs_dir)
+        if problem:
+            self.show_message(problem, "error")
+            return False
+        try:
+            request.validate()
+        except KhalaError as exc:
+            self.show_message(str(exc), "error")
+            return False
+        if self.settings.max_tokens:
+            request = dataclasses.replace(request, max_tokens=self.settings.max_tokens)
+        self.settings.last_request = request
+        self.tracker = ProgressTracker(request.variations)
+        self.job = Job(generation_work(self.provider, self.weights_dir, request, self.settings.songs_dir,
+                                       self.settings.audio_format), self)
+        self.job.event.connect(self._on_event)
+        self.job.failed.connect(lambda m: self.show_message(m, "error"))
+        self.job.cancelled.connect(lambda: self.show_message("Cancelled. Nothing was kept from the unfinished song."))
+        self.job.finished.connect(self._on_job_finished)
+        self._set_busy(True)
+        self.show_message("Starting…")
+        self.job.start()
+        return True
+
+    def cancel_generation(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            self.cancel_button.setEnabled(False)
+            self.show_message("Cancelling…")
+
+    def _set_busy(self, busy: bool) -> None:
+        self.generate_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+        self.compose.setEnabled(not busy)
+        self.progress.setVisible(busy)
+        self.progress.setValue(0)
+        self.busy_changed.emit(busy)
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, (Stage, Progress)) and self.tracker is not None:
+            snap = self.tracker.on_stage(event) if isinstance(event, Stage) else self.tracker.on_progress(event)
+            self.progress.setValue(snap.percent)
+            if not (self.job and self.job.token.cancelled):
+                self.show_message(snap.text)
+        elif isinstance(event, Log):
+            self.status.setToolTip(event.text)
+        elif isinstance(event, SavedSong):
+            song_id = self.library.add(event.record)
+            self.model.refresh()
+            row = self.model.row_of(song_id)
+            self.list.selectionModel().setCurrentIndex(self.model.index(row),
+                                                       QItemSelectionModel.SelectionFlag.ClearAndSelect)
+            self.song_added.emit(song_id)
+            self.notify("Song ready", f"“{event.record.title}” is in your library.")
+
+    def _on_job_finished(self) -> None:
+        job, self.job = self.job, None
+        self._set_busy(False)
+        if job is not None and not job.token.cancelled and self.status.property("level") != "error":
+            self.show_message("Done. Double-click a song to play it.")
+
+    # -- playback ----------------------------------------------------------------------
+    def selected_record(self):
+        index = self.list.currentIndex()
+        return self.model.record(index.row()) if index.isValid() else None
+
+    def play_row(self, row: int) -> None:
+        rec = self.model.record(row)
+        if rec is None:
+            return
+        if self.player.song_id != rec.id:
+            if not self.player.load_file(rec.audio_path, rec.id):
+                self.library.check_files()
+                self.model.refresh()
+                return
+            self.player_bar.set_song(rec.title)
+        self.player.play()
+
+    def toggle_play(self) -> None:
+        rec = self.selected_record()
+        if self.player.playing or rec is None or rec.id == self.player.song_id:
+            self.player.toggle()
+        else:
+            self.play_row(self.list.currentIndex().row())
+
+    def _on_play_position(self, seconds: float) -> None:
+        self.list.delegate.playing_id = self.player.song_id
+        self.list.delegate.played = seconds / self.player.duration if self.player.duration else 0.0
+        self.list.viewport().update()
+
+    # -- quitting ----------------------------------------------------------------------
+    def request_quit(self) -> bool:
+        if self.busy:
+            if not self.ask("Quit Khala?", "A song is being made. Quit and cancel it?"):
+                return False
+            job = self.job
+            loop = QEventLoop()
+            job.finished.connect(loop.quit)
+            self.cancel_generation()
+            QTimer.singleShot(60_000, loop.quit)
+            if job.running:
+                loop.exec()
+        self.quitting = True
+        self.player.stop()
+        self.settings.geometry = bytes(self.saveGeometry().data())
+        QApplication.instance().quit()
+        return True
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self.quitting:
+            event.accept()
+        elif self.tray is not None and self.tray.available:
+            event.ignore()
+            self.hide()
+        elif self.request_quit():
+            event.accept()
+        else:
+            event.ignore()
