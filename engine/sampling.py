@@ -1,0 +1,29 @@
+"""Sampling as small pure functions. Random draws come from a caller's torch.Generator
+(on the logits' device), so a seed reproduces a song; nothing here syncs with the host."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def sample_top_k(logits: Tensor, top_k: int, temperature: float, generator: torch.Generator) -> Tensor:
+    """logits float32 [.., V] → LongTensor [..] of indices into V.
+
+    temperature 0 or top_k 1 is greedy (argmax). Otherwise sample from the softmax of the
+    top_k logits divided by temperature.
+    """
+    if temperature < 0 or top_k < 1:
+        raise ValueError(f"need temperature >= 0 and top_k >= 1, got {temperature}, {top_k}")
+    if temperature == 0 or top_k == 1:
+        return logits.argmax(dim=-1)
+    vals, idx = logits.topk(min(top_k, logits.shape[-1]), dim=-1)  # [..,k]
+    probs = torch.softmax(vals.float() / temperature, dim=-1)
+    pick = _multinomial_one(probs, generator)  # [..]
+    return idx.gather(-1, pick.unsqueeze(-1)).squeeze(-1)
+
+
+def _multinomial_one(probs: Tensor, generator: torch.Generator) -> Tensor:
+    """One draw per row from probs [..,k]: argmax(p / E) with E ~ Exp(1) has law p, with no host sync."""
+    e = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    return (probs / e).argmax(dim=-1)
