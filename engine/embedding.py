@@ -20,7 +20,8 @@ class MultiCodebookEmbedding(nn.Module):
     def __init__(self, num_embeddings: int, dim: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(num_embeddings, dim))
-        nn.init.normal_(self.weight)
+        if not self.weight.is_meta:  # (normal_ on meta pulls in sympy: seconds of import)
+            nn.init.normal_(self.weight)
 
     def _lookup(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         pad = ids < 0
