@@ -207,6 +207,13 @@ def _check_yaml(path: Path) -> str | None:
 
 def check_tokenizer_json(path: Path, *, full: bool = False) -> str | None:
     """A Llama-3 byte-level BPE: 128000 BPE entries and known ids. ``full`` also runs ``tokenizers``."""
+    st = Path(path).stat()
+    return _tokenizer_problem(str(path), st.st_size, st.st_mtime_ns, full)
+
+
+@lru_cache(maxsize=32)
+def _tokenizer_problem(path_str: str, size: int, mtime_ns: int, full: bool) -> str | None:
+    path = Path(path_str)
     try:
         model = json.loads(path.read_bytes())["model"]
         vocab = model["vocab"]

@@ -173,8 +173,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("X-Linked-Size", str(len(f.data)))
             self.send_header("ETag", f'"{f.git_sha1}"')
             self.send_header("Content-Length", "0")
-            self.end_headers()
-            return self._log(name, 302, 0)
+            self._log(name, 302, 0)
+            return self.end_headers()
         return self._content(name, f, body, etag=f.git_sha1)
 
     def _log(self, name: str, status: int, sent: int) -> None:
@@ -190,16 +190,17 @@ class _Handler(BaseHTTPRequestHandler):
         if error_code:
             self.send_header("X-Error-Code", error_code)
         self.send_header("Content-Length", str(len(payload)))
+        self._log(name, code, 0)
         self.end_headers()
         if body:
             self.wfile.write(payload)
-        self._log(name, code, 0)
 
     def _content(self, name: str, f: "HubFile", body: bool, etag: str) -> None:
         if body and self.hub.take(name, "stall"):
+            self._log(name, 0, 0)
             time.sleep(self.hub.faults[name].stall_s)
             self.close_connection = True
-            return self._log(name, 0, 0)
+            return None
         data, start = f.data, 0
         rng = self.headers.get("Range")
         if rng and rng.startswith("bytes=") and rng.endswith("-"):
@@ -214,9 +215,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data) - start))
         if start:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.end_headers()
         if not body:
-            return self._log(name, status, 0)
+            self._log(name, status, 0)
+            return self.end_headers()
         chunk = bytearray(data[start:])
         if self.hub.take(name, "corrupt") and chunk:
             chunk[len(chunk) // 2] ^= 0xFF
@@ -224,12 +225,13 @@ class _Handler(BaseHTTPRequestHandler):
             cut = max(0, self.hub.faults[name].drop_after - start)
             chunk = chunk[:cut]
             self.close_connection = True
+        self._log(name, status, len(chunk))  # before the client can see the response
         try:
+            self.end_headers()
             self.wfile.write(chunk)
             self.wfile.flush()
         except OSError:
             pass
-        self._log(name, status, len(chunk))
 
 
 def make_weight_files(seed: int = 0) -> dict[str, bytes]:
