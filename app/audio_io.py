@@ -17,6 +17,7 @@ def write_audio(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
         from engine.audio import write_audio as engine_write
     except ImportError:
         engine_write = None
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     if engine_write is not None:
         engine_write(Path(path), audio, sample_rate)
         return Path(path)
@@ -28,6 +29,7 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> Path:
         from engine.audio import write_json_atomic as engine_write_json
     except ImportError:
         engine_write_json = None
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     if engine_write_json is not None:
         engine_write_json(Path(path), data)
         return Path(path)

@@ -99,12 +99,12 @@ class Player(QObject):
 
     def pause(self) -> None:
         stream, self._stream = self._stream, None
+        self._timer.stop()
         if stream is not None:
             stream.stop()
             stream.close()
-        self._timer.stop()
-        self.position_changed.emit(self.position)
-        self.state_changed.emit(False)
+            self.position_changed.emit(self.position)
+            self.state_changed.emit(False)
 
     def stop(self) -> None:
         self.pause()

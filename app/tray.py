@@ -40,7 +40,7 @@ class QuickGenerateDialog(QDialog):
         form.addRow(self.error)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Generate")
-        buttons.accepted.connect(self._accept)
+        buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
 
@@ -48,11 +48,11 @@ class QuickGenerateDialog(QDialog):
         return SongRequest(tags=self.tags.currentText().strip(), minutes=self.minutes.value(),
                            instrumental=self.instrumental.isChecked(), lyrics=lyrics)
 
-    def _accept(self) -> None:
+    def accept(self) -> None:
         if not self.tags.currentText().strip():
             self.error.setText("Give at least one tag.")
             return
-        self.accept()
+        super().accept()
 
 
 class Tray:

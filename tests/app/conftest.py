@@ -1,0 +1,106 @@
+"""App test fixtures: isolated app data, an ALSA file "sound card", a fake pipeline, the window."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+# PortAudio reads the ALSA configuration when sounddevice is first imported, so the
+# file-backed default device has to be in place before any test imports it.
+ALSA_DIR = Path(tempfile.mkdtemp(prefix="khala-alsa-"))
+ALSA_OUT = ALSA_DIR / "out.raw"
+(ALSA_DIR / "asound.conf").write_text(
+    "</usr/share/alsa/alsa.conf>\n"
+    "pcm.!default {\n  type file\n  slave.pcm \"null\"\n"
+    f"  file \"{ALSA_OUT}\"\n  format \"raw\"\n}}\n")
+os.environ["ALSA_CONFIG_PATH"] = str(ALSA_DIR / "asound.conf")
+
+from engine.request import CancelToken, Progress, Song, SongRequest, Stage  # noqa: E402
+
+
+class FakePipeline:
+    """Same interface as engine.pipeline.Pipeline: stages, progress, one Song per variation."""
+
+    def __init__(self, weights_dir: Path, step_s: float = 0.0, steps: int = 8) -> None:
+        self.weights_dir, self.step_s, self.steps = weights_dir, step_s, steps
+        self.requests: list[SongRequest] = []
+
+    def generate(self, request: SongRequest, cancel: CancelToken) -> Iterator[object]:
+        self.requests.append(request)
+        seed = request.seed if request.seed is not None else 1234
+        for stage in ("load_backbone", "backbone", "superres", "decode"):
+            yield Stage(stage)
+            for i in range(self.steps):
+                cancel.check()
+                time.sleep(self.step_s)
+                yield Progress(stage, i + 1, self.steps)
+        for v in range(request.variations):
+            t = np.arange(int(44_100 * 1.5)) / 44_100
+            rng = np.random.default_rng(seed + v)
+            left = 0.3 * np.sin(2 * np.pi * 330 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 0.7 * t))
+            audio = np.stack([left, 0.2 * rng.standard_normal(t.size)]).astype(np.float32)
+            yield Song(audio=audio, sample_rate=44_100, codes=np.zeros((64, 10), np.int64),
+                       metadata={"seed": seed + v, "timings": {"backbone": 0.1}, "device": "cpu"},
+                       variation=v)
+
+
+@pytest.fixture(autouse=True)
+def app_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "appdata"
+    monkeypatch.setenv("KHALA_APP_DATA", str(folder))
+    return folder
+
+
+@pytest.fixture()
+def settings(tmp_path: Path):
+    from app.settings import Settings
+
+    s = Settings()
+    s.songs_dir = tmp_path / "songs"
+    return s
+
+
+def make_window(qtbot, settings, weights_dir: Path | None, pipeline_factory):
+    from app.generate import PipelineProvider
+    from app.main import build
+
+    window, tray = build(settings, weights_dir, PipelineProvider(pipeline_factory))
+    qtbot.addWidget(window)
+    window.ask = lambda title, text: True
+    window.show()
+    return window, tray
+
+
+@pytest.fixture()
+def fake_window(qtbot, settings, tmp_path, monkeypatch):
+    """The real window over a FakePipeline (weights check bypassed)."""
+    monkeypatch.setattr("app.window.weights_problem", lambda folder: None)
+    pipelines: list[FakePipeline] = []
+
+    def factory(folder: Path) -> FakePipeline:
+        pipelines.append(FakePipeline(folder, step_s=getattr(factory, "step_s", 0.0)))
+        return pipelines[-1]
+
+    window, tray = make_window(qtbot, settings, tmp_path / "weights", factory)
+    window.factory, window.pipelines = factory, pipelines
+    yield window
+    if window.job is not None:
+        window.job.cancel()
+        window.job.wait()
+    window.player.stop()
+
+
+def fill_compose(window, tags=("Pop", "Piano"), lyrics="[Verse]\nhello world", instrumental=False) -> None:
+    panel = window.compose
+    panel.picker.set_tags(list(tags))
+    panel._set_instrumental(instrumental)
+    panel.lyrics.set_text(lyrics)
+    panel.duration.setValue(1)
