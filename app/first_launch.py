@@ -17,7 +17,7 @@ from app.progress import format_duration
 
 
 def gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB"
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def free_bytes(folder: Path) -> int:
@@ -118,7 +118,7 @@ class FirstLaunchDialog(QDialog):
     def start_download(self) -> None:
         if self.job is not None:
             return
-        from engine.weights import download_weights
+        from engine.download import download_weights
 
         folder = self.folder
 

@@ -1,0 +1,75 @@
+"""First launch against the loopback fake Hub: sizes shown, download, cancel, resume, ready."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from huggingface_hub import constants
+from PySide6.QtCore import Qt
+
+from hub_server import FakeHub, make_weight_files
+
+REPO = "Vinpolar/Khala-MusicGeneration-v1.0-MPS"
+FILES = make_weight_files()
+
+
+@pytest.fixture()
+def hub(monkeypatch, tmp_path):
+    with FakeHub(REPO, FILES) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_TOKEN", "hf_fake_token")
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("KHALA_WEIGHTS", str(tmp_path / "weights"))
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+        yield server
+
+
+def test_download_cancel_resume_then_ready(qtbot, hub, settings, tmp_path, monkeypatch):
+    import engine.download as download
+    from conftest import make_window
+
+    monkeypatch.setattr(download, "PROGRESS_EVERY_S", 0.0)
+    real = download.download_weights
+
+    def slow(folder, on_progress=None, **kw):  # a slow network, so Cancel lands mid-file
+        return real(folder, on_progress=lambda p: (time.sleep(0.01), on_progress(p)), **kw)
+
+    monkeypatch.setattr(download, "download_weights", slow)
+    w, _ = make_window(qtbot, settings, None, lambda folder: None)
+    w.open_first_launch()
+    d = w.first_launch
+    assert d.isVisible() and not d.isModal()
+    assert "The download is" in d.info.text() and " MB" in d.info.text() and "Free space" in d.info.text()
+    assert str(tmp_path / "weights") in d.info.text()
+
+    qtbot.mouseClick(d.download, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: " of " in d.status.text(), timeout=10_000)
+    assert w.list.isEnabled() and w.player_bar.isEnabled()  # the app stays usable meanwhile
+    qtbot.mouseClick(d.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: d.job is None, timeout=10_000)
+    assert d.download.text() == "Resume" and "paused" in d.status.text()
+    assert w.weights_dir is None
+
+    with qtbot.waitSignal(d.weights_ready, timeout=30_000):
+        qtbot.mouseClick(d.download, Qt.MouseButton.LeftButton)
+    assert w.weights_dir == tmp_path / "weights" and settings.weights_dir == tmp_path / "weights"
+    assert not d.isVisible() and "ready" in w.status.text()
+
+
+def test_use_existing_folder_checks_it(qtbot, hub, settings, tmp_path):
+    from conftest import make_window
+    from engine.download import download_weights
+
+    w, _ = make_window(qtbot, settings, None, lambda folder: None)
+    w.open_first_launch()
+    d = w.first_launch
+    assert d.use_folder(tmp_path) is False and "cannot be used" in d.status.text()
+    good = tmp_path / "elsewhere"
+    download_weights(good, backoff=0.01, timeout=2.0)
+    assert d.use_folder(good) is True
+    assert w.weights_dir == good
