@@ -66,8 +66,8 @@ def _fmt_eta(seconds: float | None) -> str:
 class DownloadBar:
     """One rewritten stderr line: bar, bytes, rate, ETA, current file."""
 
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 24) -> None:
-        self.stream, self.width, self.dirty = stream, width, False
+    def __init__(self, stream: TextIO | None = None, width: int = 24) -> None:
+        self.stream, self.width, self.dirty = stream or sys.stderr, width, False
 
     def __call__(self, p) -> None:  # p: engine.download.DownloadProgress
         total = max(p.bytes_total, 1)
