@@ -44,7 +44,7 @@ def test_download_cancel_resume_then_ready(qtbot, hub, settings, tmp_path, monke
     w.open_first_launch()
     d = w.first_launch
     assert d.isVisible() and not d.isModal()
-    assert "The download is" in d.info.text() and " MB" in d.info.text() and "Free space" in d.info.text()
+    assert "The download is" in d.info.text() and "GB" in d.info.text() and "Free space" in d.info.text()
     assert str(tmp_path / "weights") in d.info.text()
 
     qtbot.mouseClick(d.download, Qt.MouseButton.LeftButton)
