@@ -99,16 +99,22 @@ def test_locate_catches_damage(folder: Path, name: str, damage, expected: str) -
 
 def test_tokenizer_must_be_llama3_bpe(folder: Path) -> None:
     path = folder / w.TOKENIZER_FILE
-    data = json.loads(path.read_bytes())
-    assert w.check_tokenizer_json(path, full=True) is None
-    del data["model"]["vocab"]["Hello"]
-    path.write_text(json.dumps(data))
-    assert "128000" in w.check_tokenizer_json(path)
-    data["model"]["vocab"]["Hello"] = 9907
-    path.write_text(json.dumps(data))
-    assert "'Hello' is not 9906" in w.check_tokenizer_json(path)
-    data["model"]["type"] = "WordPiece"
-    path.write_text(json.dumps(data))
+    assert w.check_tokenizer_json(path, full=True) is None  # the real Llama-3 file
+    vocab = {f"t{i}": i for i in range(128_000)}
+    vocab.update({"Hello": 9906, "Ġworld": 1917})
+    del vocab["t9906"], vocab["t1917"]
+    fake = {"model": {"type": "BPE", "vocab": vocab, "merges": ["H e"]}}
+
+    def problem_with(**model) -> str | None:
+        candidate = folder / f"candidate{len(list(folder.glob('candidate*')))}.json"  # a fresh file each time
+        candidate.write_text(json.dumps({"model": {**fake["model"], **model}}))
+        return w.check_tokenizer_json(candidate)
+
+    assert problem_with() is None
+    assert "127999 BPE entries" in problem_with(vocab={k: v for k, v in vocab.items() if k != "t5"})
+    assert "'Hello' is not 9906" in problem_with(vocab={**vocab, "Hello": 9907})
+    assert "expected a BPE with merges" in problem_with(merges=[])
+    path.write_text(json.dumps({"model": {**fake["model"], "type": "WordPiece"}}))
     with pytest.raises(WeightsError, match="tokenizer.json: model type 'WordPiece'"):
         w.locate_weights(folder)
 
