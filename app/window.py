@@ -108,6 +108,7 @@ class MainWindow(QMainWindow):
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
         split.setChildrenCollapsible(False)
+        split.setSizes([640, 540])
         self.player = Player(self)
         self.player.error.connect(lambda m: self.show_message(m, "error"))
         self.player.position_changed.connect(self._on_play_position)

@@ -143,6 +143,8 @@ class TagPicker(QWidget):
         while self.chip_layout.count():
             widget = self.chip_layout.takeAt(0).widget()
             if widget is not None:
+                widget.hide()
+                widget.setParent(None)
                 widget.deleteLater()
         for tag in self._selected:
             chip = QToolButton()
