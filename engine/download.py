@@ -1,7 +1,7 @@
 """Fetch the weights from the Hugging Face Hub: resumable, verified, cancellable.
 
-huggingface_hub supplies the file metadata (size, ETag, commit, CDN location), the URL scheme
-(``HF_ENDPOINT``), the auth headers (``HF_TOKEN`` or the token stored under ``HF_HOME``), the
+huggingface_hub supplies the file metadata (size, ETag, commit, CDN location) from the Hub at
+``HF_ENDPOINT``, the auth headers (``HF_TOKEN`` or the token stored under ``HF_HOME``), the
 offline switch (``HF_HUB_OFFLINE``), its cache (a file already in the HF cache is linked or
 copied, not downloaded again) and its shared HTTP session. The transfer loop is ours:
 ``hf_hub_download`` deletes a partial file when a transfer fails, so a relaunch would start from
@@ -422,14 +422,25 @@ def _install_offline(folder: Path, todo: list[str], repo: str, revision: str) ->
         if path.is_file() and check_file(path) is None:
             continue
         cached = try_to_load_from_cache(repo, name, revision=revision)
-        if isinstance(cached, str):
-            folder.mkdir(parents=True, exist_ok=True)
-            _link_or_copy(Path(os.path.realpath(cached)), path)
+        if isinstance(cached, str) and _install_cached_offline(Path(os.path.realpath(cached)), folder, name, repo):
             continue
         lacking.append(name)
     if lacking:
         raise WeightsError(f"Offline (HF_HUB_OFFLINE is set) and {folder} lacks {', '.join(lacking)}, "
                            "which is not in the Hugging Face cache either. Unset HF_HUB_OFFLINE to download.")
+
+
+def _install_cached_offline(blob: Path, folder: Path, name: str, repo: str) -> bool:
+    """An HF-cache blob is named by its ETag: check the hash when that is a SHA-256."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    _link_or_copy(blob, path)
+    sha256, _ = file_digests(path)
+    if _SHA256.fullmatch(blob.name) and sha256 != blob.name or check_file(path) is not None:
+        path.unlink()
+        return False
+    record_file(folder, name, repo=repo, etag=blob.name, sha256=sha256, source="hf-cache")
+    return True
 
 
 def _check_disk(folder: Path, need: int) -> None:
@@ -518,5 +529,4 @@ def _part_size(folder: Path, rf: RemoteFile) -> int:
         return 0
 
 
-__all__ = ["DownloadProgress", "RemoteFile", "download_weights", "hub_endpoint", "is_offline", "remote_file",
-           "Cancelled"]
+__all__ = ["DownloadProgress", "RemoteFile", "download_weights", "hub_endpoint", "is_offline", "remote_file"]

@@ -108,6 +108,8 @@ def cmd_weights_verify(args: argparse.Namespace) -> int:
     from engine.weights import ALL_FILES, verify_weights
 
     folder = _folder(args)
+    if not folder.is_dir():
+        raise WeightsError(f"No weights folder at {folder}; `khala weights download --dir {folder}` fetches the model.")
     last = [0.0]
 
     def show(name: str, done: int, total: int) -> None:

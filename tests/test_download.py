@@ -264,3 +264,21 @@ def test_cancel_before_start_writes_nothing(hub: FakeHub, tmp_path: Path) -> Non
     with pytest.raises(Cancelled):
         fetch(tmp_path / "w", cancel=token)
     assert not (tmp_path / "w").exists() and not hub.served()
+
+
+def test_offline_fills_folder_from_hf_cache(hub: FakeHub, tmp_path: Path, monkeypatch) -> None:
+    repo_dir = Path(constants.HF_HUB_CACHE) / f"models--{REPO.replace('/', '--')}"
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(hub.commit)
+    (repo_dir / "blobs").mkdir()
+    snapshot = repo_dir / "snapshots" / hub.commit
+    snapshot.mkdir(parents=True)
+    for name, f in hub.files.items():
+        blob = repo_dir / "blobs" / (f.sha256 if len(f.data) >= hub.lfs_min else f.git_sha1)
+        blob.write_bytes(f.data)
+        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
+    hub.stop()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    fetch(tmp_path / "w")
+    assert_installed(tmp_path / "w")
+    assert read_record(tmp_path / "w")["files"][BACKBONE]["source"] == "hf-cache"
