@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import quote, urlsplit
 
+from filelock import FileLock, Timeout
 from huggingface_hub import constants, get_hf_file_metadata, try_to_load_from_cache
 from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled,
                                     RemoteEntryNotFoundError, RepositoryNotFoundError,
                                     RevisionNotFoundError)
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
-from engine.errors import Cancelled, WeightsError
+from engine.errors import WeightsError
 from engine.request import CancelToken
 from engine.weights import (PARTIAL_DIR, TOKENIZER_FILE, WEIGHT_FILES, TokenizerSource, WeightPaths,
                             check_file, check_tokenizer_json, default_weights_dir, file_digests,
@@ -507,6 +508,17 @@ def _download(folder: Path, todo: list[str], repo: str, revision: str, net: _Net
     _check_disk(folder, need)
 
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(folder / ".khala-download.lock"), timeout=0):
+            _apply(folder, todo, tokenizer, fetch, net, tracker)
+    except Timeout:
+        raise WeightsError(f"Another download into {folder} is running; wait for it to finish.") from None
+    shutil.rmtree(folder / PARTIAL_DIR, ignore_errors=True)  # anything left there is stale
+    return locate_weights(folder)
+
+
+def _apply(folder: Path, todo: list[str], tokenizer: Path | RemoteFile | None, fetch: list[RemoteFile],
+           net: _Net, tracker: _Tracker) -> None:
     if TOKENIZER_FILE in todo and tokenizer is None:
         record_file(folder, TOKENIZER_FILE, source="existing", sha256=file_digests(folder / TOKENIZER_FILE)[0])
     elif isinstance(tokenizer, Path):
@@ -518,7 +530,6 @@ def _download(folder: Path, todo: list[str], repo: str, revision: str, net: _Net
             _fetch(rf, folder, net, tracker)
         tracker.done[rf.name] = rf.size
     tracker.emit(force=True)
-    return locate_weights(folder)
 
 
 def _part_size(folder: Path, rf: RemoteFile) -> int:

@@ -282,3 +282,13 @@ def test_offline_fills_folder_from_hf_cache(hub: FakeHub, tmp_path: Path, monkey
     fetch(tmp_path / "w")
     assert_installed(tmp_path / "w")
     assert read_record(tmp_path / "w")["files"][BACKBONE]["source"] == "hf-cache"
+
+
+def test_second_concurrent_download_is_refused(hub: FakeHub, tmp_path: Path) -> None:
+    from filelock import FileLock
+    folder = tmp_path / "w"
+    folder.mkdir()
+    with FileLock(str(folder / ".khala-download.lock")):
+        with pytest.raises(WeightsError, match="Another download into .* is running"):
+            fetch(folder)
+    assert not (folder / BACKBONE).exists()
