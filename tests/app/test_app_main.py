@@ -1,0 +1,45 @@
+"""Entry points and small behaviours: --version, typing spaces vs the Space shortcut, export."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile
+from PySide6.QtCore import Qt
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_python_m_app_version(tmp_path):
+    env = {**os.environ, "KHALA_APP_DATA": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "app", "--version"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip(), out.stderr[-1000:]
+
+
+def test_space_types_in_editors_and_plays_elsewhere(qtbot, fake_window):
+    w = fake_window
+    w.activateWindow()
+    w.compose.lyrics.edit.setFocus()
+    qtbot.keyClicks(w.compose.lyrics.edit, "la la")
+    assert w.compose.lyrics.text() == "la la"
+    calls = []
+    w.player.toggle = lambda: calls.append(1)
+    w.player.song_id = -5
+    w.list.setFocus()
+    qtbot.keyClick(w.list, Qt.Key.Key_Space)
+    assert calls == [1]
+
+
+def test_export_writes_audio_and_sidecar(tmp_path):
+    from app.menus import export_song
+
+    src = tmp_path / "a.wav"
+    soundfile.write(str(src), np.zeros((4410, 2)) + 0.25, 44_100)
+    out = export_song(src, tmp_path / "out" / "b.flac", {"title": "b"})
+    assert soundfile.info(str(out)).format == "FLAC"
+    assert (tmp_path / "out" / "b.json").is_file()
