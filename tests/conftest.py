@@ -1,0 +1,25 @@
+"""Shared fixtures: a tiny random checkpoint in the exact published format, written once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from engine.tiny import write_tiny_weights
+    return write_tiny_weights(tmp_path_factory.mktemp("tiny-weights"), seed=0)
+
+
+@pytest.fixture()
+def tiny_weights_copy(tiny_weights: Path, tmp_path: Path) -> Path:
+    """A private copy that a test may damage."""
+    import shutil
+    dest = tmp_path / "weights"
+    shutil.copytree(tiny_weights, dest)
+    return dest

@@ -1,0 +1,141 @@
+"""`khala generate / prompt / decode`: outputs, and one clear message with no partial file on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from engine.cli import main
+
+BASE = ["--tags", "Pop, Piano", "--lyrics", "hello\\nworld", "--duration", "1", "--seed", "3", "--max-tokens", "16"]
+
+
+def generate(weights: Path, out: Path, *extra: str) -> int:
+    return main(["generate", "--weights", str(weights), *BASE, "--out", str(out), "--quiet", *extra])
+
+
+def test_generate_writes_audio_sidecar_and_codes(tiny_weights: Path, tmp_path: Path) -> None:
+    out, codes_out = tmp_path / "song.wav", tmp_path / "codes.npy"
+    assert generate(tiny_weights, out, "--codes-out", str(codes_out)) == 0
+    audio, rate = sf.read(out, always_2d=True)
+    codes = np.load(codes_out)
+    assert rate == 44_100 and audio.shape == (codes.shape[1] * 2048, 2)
+    assert codes.dtype == np.int64 and codes.shape[0] == 64 and 0 <= codes.min() and codes.max() <= 1023
+    meta = json.loads((tmp_path / "song.json").read_text())
+    assert meta["audio"] == "song.wav" and meta["seed"] == 3
+    assert meta["request"]["tags"] == "Pop, Piano" and meta["request"]["lyrics"] == "hello\nworld"
+    assert {"backbone", "superres", "decode"} <= set(meta["timings_s"]) and meta["versions"]["torch"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.npy", "song.json", "song.wav"]
+
+
+def test_decode_reproduces_generate(tiny_weights: Path, tmp_path: Path) -> None:
+    assert generate(tiny_weights, tmp_path / "a.flac", "--codes-out", str(tmp_path / "a.npy")) == 0
+    assert main(["decode", "--weights", str(tiny_weights), "--codes", str(tmp_path / "a.npy"),
+                 "--out", str(tmp_path / "b.flac"), "--quiet"]) == 0
+    a, _ = sf.read(tmp_path / "a.flac")
+    b, _ = sf.read(tmp_path / "b.flac")
+    assert np.array_equal(a, b)
+
+
+def test_variations_get_numbered_files(tiny_weights: Path, tmp_path: Path) -> None:
+    assert generate(tiny_weights, tmp_path / "s.wav", "--variations", "2") == 0
+    assert {p.name for p in tmp_path.iterdir()} == {"s.wav", "s.json", "s-2.wav", "s-2.json"}
+    assert json.loads((tmp_path / "s-2.json").read_text())["seed"] == 4
+
+
+def test_prompt_json(tiny_weights: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["prompt", "--weights", str(tiny_weights), "--tags", "Pop", "--instrumental",
+                 "--duration", "3", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == {"backbone_text", "backbone_ids", "superres_text", "superres_ids", "truncated"}
+    assert data["backbone_text"] == ("<|begin_of_text|>Pop<|eom_id|>Instrumental<|eom_id|>"
+                                     "<|reserved_special_token_3|><|eot_id|><|python_tag|>")
+    assert data["backbone_ids"][0] == 128000 and data["backbone_ids"][-3:] == [128011, 128009, 128010]
+    assert data["superres_ids"] == data["backbone_ids"] and data["truncated"] == []
+
+
+def _damage_truncate(folder: Path) -> str:
+    path = folder / "khala_backbone.safetensors"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return "khala_backbone.safetensors"
+
+
+def _damage_remove(folder: Path) -> str:
+    (folder / "decoder_weights.pt").unlink()
+    return "decoder_weights.pt"
+
+
+def _damage_shape(folder: Path) -> str:
+    from safetensors.torch import load_file, save_file
+    path = folder / "khala_superres.safetensors"
+    tensors = load_file(path)
+    tensors["norm.weight"] = tensors["norm.weight"][:-1].clone()
+    save_file(tensors, path)
+    return "norm.weight"
+
+
+def _damage_config(folder: Path) -> str:
+    path = folder / "backbone_megatron_args.json"
+    args = json.loads(path.read_text())
+    args["normalization"] = "LayerNorm"
+    path.write_text(json.dumps(args))
+    return "normalization"
+
+
+@pytest.mark.parametrize("damage", [_damage_truncate, _damage_remove, _damage_shape, _damage_config])
+def test_damaged_weights_give_one_clear_error(damage, tiny_weights_copy: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    word = damage(tiny_weights_copy)
+    out = tmp_path / "out" / "song.wav"
+    out.parent.mkdir()
+    assert generate(tiny_weights_copy, out) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and word in err and "Traceback" not in err
+    assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, word", [
+    (["--tags", "", "--lyrics", "x"], "tags, a description or a genre"),
+    (["--tags", "Pop", "--lyrics", "x", "--duration", "11"], "Duration"),
+    (["--tags", "Pop", "--lyrics-file", "/nonexistent/lyrics.txt"], "lyrics.txt"),
+    (["--tags", "Pop", "--instrumental", "--temperature", "3"], "Temperature"),
+])
+def test_bad_requests_fail_before_loading(args: list[str], word: str, tiny_weights: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "song.wav"
+    assert main(["generate", "--weights", str(tiny_weights), *args, "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert word in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("target, word", [("missing-dir/song.wav", "does not exist"), ("song.ogg", ".wav")])
+def test_unwritable_output_fails_before_loading(target: str, word: str, tiny_weights: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    assert generate(tiny_weights, tmp_path / target) == 1
+    assert word in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
+def test_read_only_folder(tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o555)
+    assert generate(tiny_weights, folder / "song.wav") == 1
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_real_process_exit_code_and_message(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "generate", "--weights", str(tmp_path / "nope"),
+                           "--tags", "Pop", "--instrumental", "--out", str(tmp_path / "s.wav")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "error:" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "s.wav").exists()
