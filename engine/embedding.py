@@ -2,7 +2,8 @@
 
 Pad id is -1: looked up as PAD_LOOKUP and zeroed. Inputs [B,S], [B,S,1] or [B,S,C≥2];
 for C ≥ 2 a row is audio when any of columns 1..C-1 is not a pad, and then sums the
-embeddings of all its non-pad columns; a text row is the embedding of column 0.
+embeddings of all its non-pad columns; a text row is the embedding of column 0. Since a
+text row's columns 1..C-1 are all pads, both cases are "sum of the non-pad columns".
 Columns are gathered one at a time, so no [B,S,C,H] tensor is ever built.
 """
 
@@ -36,11 +37,9 @@ class MultiCodebookEmbedding(nn.Module):
             return x.masked_fill(pad.unsqueeze(-1), 0)
         if tokens.dim() != 3:
             raise ValueError(f"tokens must be [B,S] or [B,S,C], got {tuple(tokens.shape)}")
-        audio = (tokens[..., 1:] >= 0).any(-1)  # [B,S]
-        x, pad = self._lookup(tokens[..., 0])
-        x = x.masked_fill(pad.unsqueeze(-1), 0)
-        for c in range(1, tokens.shape[-1]):
+        x = None
+        for c in range(tokens.shape[-1]):
             xc, pad = self._lookup(tokens[..., c])
-            keep = audio & ~pad  # text rows ignore columns ≥ 1
-            x = x + xc.masked_fill(~keep.unsqueeze(-1), 0)
+            xc = xc.masked_fill(pad.unsqueeze(-1), 0)
+            x = xc if x is None else x + xc
         return x
