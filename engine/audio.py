@@ -9,6 +9,7 @@ Samples are clipped to [-1, 1] (the decoder has no tanh); clipping is logged wit
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -114,6 +115,10 @@ def _json_default(value: Any) -> Any:
         return value.tolist()
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 

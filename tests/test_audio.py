@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -165,9 +166,11 @@ def test_written_file_has_umask_permissions(tmp_path: Path) -> None:
 def test_json_sidecar(tmp_path: Path) -> None:
     path = tmp_path / "song.json"
     write_json_atomic(path, {"seed": np.int64(7), "peak": np.float32(0.5), "codes": np.arange(3),
-                             "file": tmp_path / "song.wav", "title": "Mañana"})
+                             "file": tmp_path / "song.wav", "title": "Mañana",
+                             "at": datetime.datetime(2025, 1, 2, 3, 4, 5), "tags": {"pop", "emo"}})
     assert json.loads(path.read_text(encoding="utf-8")) == {
-        "seed": 7, "peak": 0.5, "codes": [0, 1, 2], "file": str(tmp_path / "song.wav"), "title": "Mañana"}
+        "seed": 7, "peak": 0.5, "codes": [0, 1, 2], "file": str(tmp_path / "song.wav"), "title": "Mañana",
+        "at": "2025-01-02T03:04:05", "tags": ["emo", "pop"]}
     for bad in ({"x": object()}, {"x": float("nan")}):
         with pytest.raises(OutputError, match="song.json"):
             write_json_atomic(path, bad)
