@@ -31,7 +31,7 @@ from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_st
 
 from engine.errors import WeightsError
 from engine.request import CancelToken
-from engine.weights import (PARTIAL_DIR, TOKENIZER_FILE, WEIGHT_FILES, TokenizerSource, WeightPaths,
+from engine.weights import (MANIFEST_PATH, PARTIAL_DIR, TOKENIZER_FILE, WEIGHT_FILES, TokenizerSource, WeightPaths,
                             check_file, check_tokenizer_json, default_weights_dir, file_digests,
                             forget_file, is_recorded, load_manifest, locate_weights, read_record,
                             record_file)
@@ -374,7 +374,11 @@ def _install_tokenizer_copy(src: Path, folder: Path, label: str) -> None:
 def _tokenizer_plan(net: _Net | None) -> Path | RemoteFile:
     errors = []
     for source in load_manifest().tokenizer_sources:
-        if source.type == "python_package":
+        if source.type == "bundled_file":  # placed next to the manifest when the app is packaged
+            path = MANIFEST_PATH.parent / source.path
+            if path.is_file() and check_tokenizer_json(path) is None:
+                return path
+        elif source.type == "python_package":
             path = package_tokenizer(source)
             if path is not None:
                 return path

@@ -35,7 +35,8 @@ TOKENIZER_FILE = "tokenizer.json"
 ALL_FILES = WEIGHT_FILES + (TOKENIZER_FILE,)
 RECORD_FILE = ".khala-verified.json"
 PARTIAL_DIR = ".khala-partial"
-MANIFEST_PATH = Path(__file__).resolve().parent.parent / "resources" / "model_manifest.json"
+MANIFEST_PATH = Path(os.environ.get("KHALA_MANIFEST")
+                     or Path(__file__).resolve().parent.parent / "resources" / "model_manifest.json")
 
 LLAMA3_BPE_SIZE = 128_000
 LLAMA3_PROBES = {"Hello": 9906, "Ġworld": 1917}
@@ -45,7 +46,7 @@ HASH_BLOCK = 4 << 20
 # -- manifest ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TokenizerSource:
-    type: str  # "python_package" or "hub"
+    type: str  # "bundled_file" (next to the manifest), "python_package" or "hub"
     distribution: str = ""
     module: str = ""
     path: str = ""
@@ -65,7 +66,7 @@ class Manifest:
 
 @lru_cache(maxsize=4)
 def load_manifest(path: Path | str | None = None) -> Manifest:
-    path = Path(path or os.environ.get("KHALA_MANIFEST") or MANIFEST_PATH)
+    path = Path(path or MANIFEST_PATH)
     try:
         raw = json.loads(path.read_text())
         sizes = {f["name"]: f.get("size") or f.get("approx_bytes") for f in raw["files"]}

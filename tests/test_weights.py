@@ -47,7 +47,7 @@ def test_manifest_names_the_repo_and_invents_no_sizes() -> None:
     assert all(f["size"] is None and f["sha256"] is None for f in raw["files"])
     m = w.load_manifest()
     assert m.revision == "main" and 6 <= m.approx_total_gb <= 9
-    assert [s.type for s in m.tokenizer_sources] == ["python_package", "hub"]
+    assert [s.type for s in m.tokenizer_sources] == ["bundled_file", "python_package", "hub"]
 
 
 def test_default_weights_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
