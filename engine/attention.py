@@ -46,11 +46,14 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, q_start:
         qb = q5[:, :, :, s0:s1].reshape(B, G, R * n, d)
         sc = torch.matmul(qb, kT[..., :hi]).view(B, G, R, n, hi)  # [B,G,R,n,hi]
         if bias is not None:
-            sc = sc + bias[..., :hi]
+            sc.add_(bias[..., :hi])
         if causal:
             qpos = torch.arange(q_start + s0, q_start + s1, device=q.device).view(n, 1)
             kpos = torch.arange(hi, device=q.device).view(1, hi)
-            sc = sc.masked_fill(kpos > qpos, -torch.inf)
-        p = torch.softmax(sc, dim=-1).view(B, G, R * n, hi)
-        out[:, :, :, s0:s1] = torch.matmul(p, v32[:, :, :hi]).view(B, G, R, n, d).to(dtype)
+            sc.masked_fill_(kpos > qpos, -torch.inf)
+        # softmax in place: one score buffer per block is the whole transient memory
+        sc.sub_(sc.amax(dim=-1, keepdim=True)).exp_()
+        sc.div_(sc.sum(dim=-1, keepdim=True))
+        out[:, :, :, s0:s1] = torch.matmul(sc.view(B, G, R * n, hi), v32[:, :, :hi]).view(B, G, R, n, d).to(dtype)
+        del sc  # before the next block's scores are allocated
     return out.view(B, N, Sq, d)
