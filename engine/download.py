@@ -371,17 +371,31 @@ def _install_tokenizer_copy(src: Path, folder: Path, label: str) -> None:
     record_file(folder, TOKENIZER_FILE, source=label, sha256=sha256)
 
 
+def _local_tokenizer_source(source: TokenizerSource) -> Path | None:
+    if source.type == "bundled_file":  # placed next to the manifest when the app is packaged
+        path = MANIFEST_PATH.parent / source.path
+        return path if path.is_file() and check_tokenizer_json(path) is None else None
+    if source.type == "python_package":
+        return package_tokenizer(source)
+    return None
+
+
+def local_tokenizer() -> Path | None:
+    """A Llama-3 tokenizer.json available without the network (bundled or from a package), if any."""
+    for source in load_manifest().tokenizer_sources:
+        path = _local_tokenizer_source(source)
+        if path is not None:
+            return path
+    return None
+
+
 def _tokenizer_plan(net: _Net | None) -> Path | RemoteFile:
     errors = []
     for source in load_manifest().tokenizer_sources:
-        if source.type == "bundled_file":  # placed next to the manifest when the app is packaged
-            path = MANIFEST_PATH.parent / source.path
-            if path.is_file() and check_tokenizer_json(path) is None:
-                return path
-        elif source.type == "python_package":
-            path = package_tokenizer(source)
-            if path is not None:
-                return path
+        path = _local_tokenizer_source(source)
+        if path is not None:
+            return path
+        if source.type == "python_package":
             errors.append(f"the Python package {source.distribution} is not installed")
         elif source.type == "hub" and net is not None:
             try:

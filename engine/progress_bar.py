@@ -6,6 +6,7 @@ import sys
 import time
 from typing import TextIO
 
+MIN_REDRAW_S = 0.1
 UNITS = {"backbone": "tok", "superres": "pass", "decode": "chunk"}
 
 
@@ -21,6 +22,7 @@ class ProgressBar:
         self.stage = ""
         self.started = time.monotonic()
         self._dirty = False
+        self._drawn_at = 0.0
 
     def stage_started(self, name: str, variation: int = 0) -> None:
         self.finish_line()
@@ -31,9 +33,13 @@ class ProgressBar:
         self.stream.flush()
 
     def update(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self._drawn_at < MIN_REDRAW_S:
+            return
+        self._drawn_at = now
         total = max(total, 1)
         frac = min(done / total, 1.0)
-        elapsed = time.monotonic() - self.started
+        elapsed = now - self.started
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = (total - done) / rate if rate > 0 else 0.0
         filled = int(frac * self.width)

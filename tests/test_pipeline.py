@@ -151,11 +151,18 @@ def test_whole_run_creates_no_float64_tensor(tiny_weights: Path) -> None:
     assert recorder.float64_ops == []
 
 
-def test_truncated_prompt_is_reported(pipeline: Pipeline) -> None:
-    long_lyrics = "\n".join(["word " * 40] * 160)
+def test_truncated_prompt_is_reported(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.prompt
+    monkeypatch.setattr(engine.prompt, "BACKBONE_CAP", 48)  # the real 4096 only costs time here
+    monkeypatch.setattr(engine.prompt, "SUPERRES_CAP", 32)
+    long_lyrics = "\n".join(["word " * 10] * 8)
     request = SongRequest(**{**REQ.to_dict(), "lyrics": long_lyrics, "max_tokens": 4})
-    logs = [e.text for e in run(pipeline, request) if isinstance(e, Log)]
-    assert any("Prompt too long" in text for text in logs)
+    events = run(pipeline, request)
+    logs = [e.text for e in events if isinstance(e, Log)]
+    assert sum("Prompt too long" in text for text in logs) == 2
+    song, = songs(events)
+    assert song.metadata["tokens"]["backbone_prompt"] == 48 and song.metadata["tokens"]["superres_prompt"] == 32
+    assert len(song.metadata["prompt_truncated"]) == 2
 
 
 def test_progress_estimate_matches_spec() -> None:
