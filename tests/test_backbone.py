@@ -121,6 +121,19 @@ def test_eos_stops_is_not_audio_and_odd_count_drops_stray():
     assert not res.hit_eos and res.generated == 7 and res.coarse.shape == (3, 2) and res.dropped == 1
 
 
+def test_token_layout_and_eos_are_the_spec_literals():
+    # written with literal ids, not the module's constants: EOS 128001, q0 = 128256 + c, q1 = 128256 + 1024 + c
+    V = tiny_config("backbone").padded_vocab_size
+    L = torch.zeros(8, V)
+    for j in range(8):
+        L[j, (128256 if j % 2 == 0 else 128256 + 1024) + 10 * j + 1] = 5.0
+    L[5, 128001] = 9.0
+    L[2, 128009] = 20.0  # EOT: a text token, never sampled, never a stop
+    res = run(Scripted(L, len(PROMPT)), max_new_tokens=8, eos_check_every=1)
+    assert res.hit_eos and res.generated == 6
+    assert res.coarse.tolist() == [[1, 11], [21, 31]] and res.dropped == 1  # step 4 (q0 41) is the stray
+
+
 def test_pair_audio_tokens_defensive():
     q0 = lambda c: Q0 + c
     q1 = lambda c: Q1 + c
