@@ -168,3 +168,18 @@ def test_truncated_prompt_is_reported(pipeline: Pipeline, monkeypatch: pytest.Mo
 def test_progress_estimate_matches_spec() -> None:
     assert expected_tokens(2) == int(2584 * 2.8)
     assert expected_tokens(0) == int(2584 * 0.8)
+
+
+def test_backbone_cap_is_upstreams_23552_whatever_the_duration(pipeline: Pipeline,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # SPEC §6: the duration token steers length; the cap is 23 552 generated tokens, not 2584 × (d + 0.8).
+    import engine.pipeline as pl
+    real, seen = pl.generate_audio_tokens, []
+
+    def capped(model, prompt_ids, **kw):
+        seen.append(kw["max_new_tokens"])
+        return real(model, prompt_ids, **{**kw, "max_new_tokens": 6})
+    monkeypatch.setattr(pl, "generate_audio_tokens", capped)
+    for minutes in (1, 10):
+        songs(run(pipeline, SongRequest(**{**REQ.to_dict(), "minutes": minutes, "max_tokens": None})))
+    assert seen == [23552, 23552]
