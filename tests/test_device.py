@@ -43,3 +43,15 @@ def test_dtype_override(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pick_dtype(torch.device("cpu"), "float16") == torch.float16
     with pytest.raises(RequestError, match="float64"):
         pick_dtype(torch.device("cpu"), "float64")
+
+
+def test_auto_order_is_mps_then_cuda_then_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.device as device_mod
+    monkeypatch.delenv("KHALA_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(device_mod, "_mps_available", lambda: True)
+    assert pick_device().type == "mps"  # a machine with both picks MPS
+    monkeypatch.setattr(device_mod, "_mps_available", lambda: False)
+    assert pick_device().type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device().type == "cpu"
