@@ -43,6 +43,7 @@ def test_pad_is_looked_up_as_128004_then_zeroed(emb, monkeypatch):
     monkeypatch.setattr(F, "embedding", lambda ids, w, *a, **k: (seen.append(ids.clone()), orig(ids, w))[1])
     emb(torch.tensor([[-1, 3]]))
     assert seen[0].tolist() == [[PAD_LOOKUP, 3]]
+    assert PAD_LOOKUP == 128004  # <|finetune_right_pad_id|>, SPEC §3
 
 
 def test_3d_single_column_equals_2d(emb):

@@ -48,3 +48,9 @@ def test_cancel_token() -> None:
     assert token.cancelled
     with pytest.raises(Cancelled):
         token.check()
+
+
+def test_defaults_are_the_upstream_ones() -> None:
+    # SPEC §5/§6: temperature 1.0, UI top-k 80, super-res top-k fixed at 10
+    r = SongRequest()
+    assert (r.temperature, r.top_k, r.top_k_superres) == (1.0, 80, 10)
