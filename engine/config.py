@@ -23,7 +23,8 @@ _MUST_BE = {
 }
 # keys that must be absent, None, False or 0
 _MUST_BE_OFF = ("rotary_interleaved", "qk_layernorm", "num_experts", "mtp_num_layers",
-                "apply_residual_connection_post_layernorm", "multi_latent_attention")
+                "apply_residual_connection_post_layernorm", "multi_latent_attention",
+                "use_rope_scaling", "apply_layernorm_1p", "window_size")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class ModelConfig:
         for key in _MUST_BE_OFF:
             if args.get(key) not in (None, False, 0):
                 raise ConfigError(f"Unsupported model argument {key}={args[key]!r}: the engine does not implement it.")
+        if args.get("rotary_seq_len_interpolation_factor") not in (None, 1):
+            raise ConfigError("Unsupported model argument rotary_seq_len_interpolation_factor="
+                              f"{args['rotary_seq_len_interpolation_factor']!r}: RoPE positions are not interpolated.")
         if "rotary_percent" in args and _num(args, "rotary_percent", 1.0) != 1.0:
             raise ConfigError(f"Unsupported model argument rotary_percent={args['rotary_percent']!r}: "
                               "only rotary over the whole head is implemented.")

@@ -43,6 +43,9 @@ def test_defaults_head_dim_groups_positions_padding():
     ("mtp_num_layers", 1), ("apply_residual_connection_post_layernorm", True), ("add_bias_linear", False),
     ("untie_embeddings_and_output_weights", False), ("num_query_groups", 5), ("hidden_size", 0),
     ("vocab_size", "many"), ("padded_vocab_size", 100),
+    # inv_freq must be exactly base^(-2i/d) at absolute positions, RMSNorm weight used as is, full attention
+    ("use_rope_scaling", True), ("rotary_seq_len_interpolation_factor", 4), ("apply_layernorm_1p", True),
+    ("window_size", [4096, 0]),
 ])
 def test_refusals_name_the_key_and_value(key, value):
     args = megatron_args_for(REAL)
