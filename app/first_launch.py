@@ -65,6 +65,8 @@ class FirstLaunchDialog(QDialog):
         self.info = QLabel(wordWrap=True, objectName="downloadInfo")
         self.info.setText(f"The download is {gb(need)}. Free space on this disk: {gb(free)}.\n"
                           f"It will be saved in {self.folder}.")
+        note = QLabel("Your library and the player keep working while it downloads. A stopped "
+                      "download resumes where it left off.", wordWrap=True, objectName="hint")
         self.enough = need <= free
         self.status = QLabel(wordWrap=True, objectName="downloadStatus")
         if not self.enough:
@@ -76,7 +78,7 @@ class FirstLaunchDialog(QDialog):
         self.bar.setVisible(False)
         self.existing = QPushButton("Use Existing Folder…")
         self.later = QPushButton("Later")
-        self.cancel_button = QPushButton("Cancel", enabled=False)
+        self.cancel_button = QPushButton("Cancel", enabled=False, visible=False)
         self.download = QPushButton("Download", objectName="generateButton")
         self.download.setDefault(True)
         self.existing.clicked.connect(self.choose_existing)
@@ -91,7 +93,7 @@ class FirstLaunchDialog(QDialog):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(20, 18, 20, 16)
         lay.setSpacing(10)
-        for w in (title, self.info, self.bar, self.status):
+        for w in (title, self.info, note, self.bar, self.status):
             lay.addWidget(w)
         lay.addLayout(buttons)
         self.resize(520, 0)
@@ -136,6 +138,8 @@ class FirstLaunchDialog(QDialog):
         self.download.setEnabled(False)
         self.existing.setEnabled(False)
         self.cancel_button.setEnabled(True)
+        self.cancel_button.setVisible(True)
+        self.later.setVisible(False)
         self.status.setProperty("level", "")
         self.status.setText("Connecting…")
         self.job.start()
@@ -163,6 +167,8 @@ class FirstLaunchDialog(QDialog):
     def _on_finished(self) -> None:
         self.job = None
         self.cancel_button.setEnabled(False)
+        self.cancel_button.setVisible(False)
+        self.later.setVisible(True)
         self.existing.setEnabled(True)
         if getattr(self, "_done", False):
             self.weights_ready.emit(self.folder)

@@ -1,4 +1,5 @@
-"""Turns engine events into what the progress bar says: stage, percent, speed, ETA.
+"""Turns engine events into what the status line says: stage, units done, overall percent,
+speed and an ETA.
 
 The ETA comes only from speed measured in this run, never from a guess."""
 
@@ -6,19 +7,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from engine.request import Progress, Stage
 
 STAGE_LABELS = {
-    "load_backbone": "Loading the model",
-    "backbone": "Composing",
+    "load_backbone": "Loading the song model",
+    "backbone": "Writing the song",
     "free": "Freeing memory",
     "load_superres": "Loading the detail model",
     "superres": "Adding detail",
-    "load_decoder": "Loading the decoder",
+    "load_decoder": "Loading the audio decoder",
     "decode": "Rendering audio",
     "write": "Saving",
 }
+# What one unit of progress is called in each stage; the backbone's total is an estimate.
+UNITS = {"backbone": ("", "tokens"), "superres": ("pass ", ""), "decode": ("chunk ", "")}
 # Share of one variation's time each stage takes, for the overall percent.
 STAGE_WEIGHTS = {"load_backbone": 0.04, "backbone": 0.60, "free": 0.0, "load_superres": 0.03,
                  "superres": 0.22, "load_decoder": 0.01, "decode": 0.08, "write": 0.02}
@@ -36,6 +40,25 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+def format_eta(seconds: float) -> str:
+    """Rounded so the number does not pretend to more precision than the measurement has."""
+    if seconds < 5:
+        return "almost done"
+    if seconds < 60:
+        return f"about {max(5, int(round(seconds / 5)) * 5)} s left"
+    if seconds < 600:
+        minutes, sec = divmod(int(round(seconds / 10)) * 10, 60)
+        return f"about {minutes} min {sec} s left" if sec else f"about {minutes} min left"
+    if seconds < 3600:
+        return f"about {int(round(seconds / 60))} min left"
+    hours, minutes = divmod(int(round(seconds / 60)), 60)
+    return f"about {hours} h {minutes:02d} min left"
+
+
+def format_rate(per_second: float) -> str:
+    return f"{per_second:.1f}" if per_second < 10 else f"{per_second:,.0f}"
+
+
 @dataclass
 class Snapshot:
     percent: int
@@ -43,7 +66,7 @@ class Snapshot:
 
 
 class ProgressTracker:
-    def __init__(self, variations: int = 1, clock=time.monotonic) -> None:
+    def __init__(self, variations: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
         self.variations = max(1, variations)
         self._clock = clock
         self.started = clock()
@@ -91,18 +114,26 @@ class ProgressTracker:
             return max(overall, stage_left)
         return overall
 
+    def _units(self) -> list[str]:
+        """'pass 8 of 62', '1,234 of ~7,235 tokens · 52 tok/s'; empty before the first report."""
+        if not self._total:
+            return []
+        prefix, noun = UNITS.get(self.stage, ("", ""))
+        approx = "~" if self.stage == "backbone" else ""
+        counted = f"{prefix}{self._done:,} of {approx}{self._total:,}" + (f" {noun}" if noun else "")
+        if self.stage == "backbone" and self.rate > 0:
+            return [counted, f"{format_rate(self.rate)} tok/s"]
+        return [counted]
+
     def snapshot(self) -> Snapshot:
         label = STAGE_LABELS.get(self.stage, self.stage.replace("_", " ").capitalize() or "Starting")
-        parts = [label]
         if self.variations > 1:
-            parts[0] = f"{label} (song {self.variation + 1} of {self.variations})"
+            label = f"{label} (song {self.variation + 1} of {self.variations})"
         percent = int(self.fraction() * 100)
-        parts.append(f"{percent}%")
-        if self.stage == "backbone" and self.rate > 0:
-            parts.append(f"{self.rate:.1f} tokens/s")
-        elif self.rate > 0 and self._total:
-            parts.append(f"{self._done}/{self._total}")
+        units = self._units()
+        head = f"{label} — {units[0]}" if units else f"{label}…"
+        parts = [head, *units[1:], f"{percent}% overall"]
         eta = self.eta()
         if eta is not None:
-            parts.append(f"about {format_duration(eta)} left")
+            parts.append(format_eta(eta))
         return Snapshot(percent, " · ".join(parts))

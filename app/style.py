@@ -4,10 +4,11 @@ ACCENT = "#0a84ff"
 
 STYLE = f"""
 QLabel#sectionTitle {{ font-weight: 600; margin-top: 6px; }}
-QLabel#hint {{ color: palette(mid); }}
+QLabel#hint {{ color: #6e6e73; }}
 QLabel#statusLabel[level="error"], QLabel#tokenCount[level="error"] {{ color: #d70015; }}
-QLabel#tokenCount[level="warn"] {{ color: #b25000; }}
-QLabel#tokenCount {{ color: palette(mid); }}
+QLabel#tokenCount[level="warn"], QLabel#statusLabel[level="warn"] {{ color: #b25000; }}
+QLabel#fieldLabel {{ font-weight: 600; }}
+QLabel#tokenCount {{ color: #6e6e73; }}
 QLabel#paneTitle {{ font-size: 15px; font-weight: 600; }}
 QPushButton#generateButton {{
     background: {ACCENT}; color: white; border: none; border-radius: 7px;
@@ -29,6 +30,7 @@ QToolButton#chip {{
     background: #e5f0ff; color: #0a4fa8; border: 1px solid #b9d4fb; border-radius: 10px; padding: 2px 8px;
 }}
 QToolButton#chip:hover {{ background: #d0e4ff; }}
+QToolButton#chip:disabled {{ background: #f2f2f4; color: #a0a0a6; border-color: #dcdce0; }}
 QToolButton#disclosure {{ border: none; font-weight: 600; }}
 QProgressBar#progressBar {{ border: none; background: #e4e4e8; border-radius: 3px; max-height: 6px; }}
 QProgressBar#progressBar::chunk {{ background: {ACCENT}; border-radius: 3px; }}

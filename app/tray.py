@@ -33,7 +33,10 @@ class QuickGenerateDialog(QDialog):
         self.instrumental.setChecked(True)
         self.error = QLabel(objectName="statusLabel")
         self.error.setProperty("level", "error")
+        intro = QLabel("A song from the menu bar. You will get a notification when it is ready.",
+                       wordWrap=True, objectName="hint")
         form = QFormLayout(self)
+        form.addRow(intro)
         form.addRow("Tags", self.tags)
         form.addRow("Length", self.minutes)
         form.addRow("", self.instrumental)
@@ -43,6 +46,7 @@ class QuickGenerateDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
+        self.setMinimumWidth(380)
 
     def request(self, lyrics: str = "") -> SongRequest:
         return SongRequest(tags=self.tags.currentText().strip(), minutes=self.minutes.value(),

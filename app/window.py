@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-from PySide6.QtCore import QEventLoop, QItemSelectionModel, Qt, QTimer, Signal
+from PySide6.QtCore import QEventLoop, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QApplication, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QProgressBar,
-                               QPushButton, QScrollArea, QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QApplication, QLabel, QMainWindow, QMessageBox, QScrollArea, QSplitter,
+                               QVBoxLayout, QWidget)
 
-from app import paths
 from app.compose import ComposePanel
-from app.generate import PipelineProvider, SavedSong, generation_work
+from app.generate import PipelineProvider
 from app.jobs import Job
 from app.library import Library
 from app.library_model import LibraryModel
@@ -21,23 +19,10 @@ from app.player import Player
 from app.player_bar import PlayerBar
 from app.progress import ProgressTracker
 from app.settings import Settings
-from engine.errors import KhalaError
-from engine.request import Log, Progress, SongRequest, Stage
+from app.window_generation import GenerationFooter, GenerationMixin
 
 
-def weights_problem(folder: Path | None) -> str | None:
-    if folder is None:
-        return "The model is not downloaded yet. Choose File → Download Model…"
-    try:
-        from engine.weights import locate_weights
-
-        locate_weights(folder)
-    except Exception as exc:  # noqa: BLE001 - WeightsError or anything odd: say it, don't crash
-        return f"The model in {folder} cannot be used: {exc}"
-    return None
-
-
-class MainWindow(QMainWindow):
+class MainWindow(GenerationMixin, QMainWindow):
     song_added = Signal(int)
     busy_changed = Signal(bool)
 
@@ -49,6 +34,7 @@ class MainWindow(QMainWindow):
         self.provider = provider or PipelineProvider()
         self.job: Job | None = None
         self.tracker: ProgressTracker | None = None
+        self.memory_box: QMessageBox | None = None
         self.tray = None
         self.quitting = False
         self.last_notification: tuple[str, str] | None = None
@@ -59,38 +45,26 @@ class MainWindow(QMainWindow):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         holder = QWidget()
         inner = QVBoxLayout(holder)
         inner.setContentsMargins(16, 12, 16, 12)
         inner.addWidget(self.compose)
         scroll.setWidget(holder)
 
-        self.progress = QProgressBar(objectName="progressBar", textVisible=False)
-        self.progress.setRange(0, 100)
-        self.progress.setVisible(False)
-        self.status = QLabel("Ready", objectName="statusLabel", wordWrap=True)
-        self.generate_button = QPushButton("Generate", objectName="generateButton")
-        self.generate_button.setToolTip("Generate (⌘↩)")
-        self.generate_button.setDefault(True)
-        self.cancel_button = QPushButton("Cancel", objectName="cancelButton", enabled=False)
-        self.cancel_button.setToolTip("Cancel (Esc)")
+        footer = GenerationFooter()
+        self.progress, self.status = footer.progress, footer.status
+        self.generate_button, self.cancel_button = footer.generate_button, footer.cancel_button
         self.generate_button.clicked.connect(self.generate)
         self.cancel_button.clicked.connect(self.cancel_generation)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.status, 1)
-        buttons.addWidget(self.cancel_button)
-        buttons.addWidget(self.generate_button)
-        footer = QWidget(objectName="composeFooter")
-        foot = QVBoxLayout(footer)
-        foot.setContentsMargins(16, 8, 16, 12)
-        foot.addWidget(self.progress)
-        foot.addLayout(buttons)
         left = QWidget()
         left_lay = QVBoxLayout(left)
         left_lay.setContentsMargins(0, 0, 0, 0)
         left_lay.setSpacing(0)
         left_lay.addWidget(scroll, 1)
         left_lay.addWidget(footer)
+        left.setMinimumWidth(self.compose.minimumSizeHint().width() + inner.contentsMargins().left()
+                             + inner.contentsMargins().right() + scroll.verticalScrollBar().sizeHint().width())
 
         self.model = LibraryModel(library, self)
         self.list = LibraryView()
@@ -101,6 +75,7 @@ class MainWindow(QMainWindow):
         right_lay.setContentsMargins(12, 12, 12, 0)
         right_lay.addWidget(QLabel("Library", objectName="paneTitle"))
         right_lay.addWidget(self.list, 1)
+        right.setMinimumWidth(300)
 
         split = QSplitter()
         split.addWidget(left)
@@ -122,6 +97,7 @@ class MainWindow(QMainWindow):
         lay.addWidget(self.player_bar)
         self.setCentralWidget(central)
         self.resize(1180, 760)
+        self.setMinimumSize(left.minimumWidth() + right.minimumWidth() + split.handleWidth(), 600)
 
         QShortcut(QKeySequence("Ctrl+Return"), self, self.generate)
         QShortcut(QKeySequence("Ctrl+Enter"), self, self.generate)
@@ -164,84 +140,9 @@ class MainWindow(QMainWindow):
         if self.tray is not None:
             self.tray.notify(title, text)
 
-    # -- generation --------------------------------------------------------------------
     @property
     def busy(self) -> bool:
         return self.job is not None
-
-    def generate(self) -> None:
-        if self.busy:
-            return
-        request, problem = self.compose.validated_request()
-        if request is None:
-            self.show_message(problem, "error")
-            return
-        self.start_generation(request)
-
-    def start_generation(self, request: SongRequest) -> bool:
-        if self.busy:
-            self.show_message("A song is already being made; wait or cancel it first.", "error")
-            return False
-        problem = weights_problem(self.weights_dir) or paths.check_writable_dir(self.settings.songs_dir)
-        if problem:
-            self.show_message(problem, "error")
-            return False
-        try:
-            request.validate()
-        except KhalaError as exc:
-            self.show_message(str(exc), "error")
-            return False
-        if self.settings.max_tokens:
-            request = dataclasses.replace(request, max_tokens=self.settings.max_tokens)
-        self.settings.last_request = request
-        self.tracker = ProgressTracker(request.variations)
-        self.job = Job(generation_work(self.provider, self.weights_dir, request, self.settings.songs_dir,
-                                       self.settings.audio_format), self)
-        self.job.event.connect(self._on_event)
-        self.job.failed.connect(lambda m: self.show_message(m, "error"))
-        self.job.cancelled.connect(lambda: self.show_message("Cancelled. Nothing was kept from the unfinished song."))
-        self.job.finished.connect(self._on_job_finished)
-        self._set_busy(True)
-        self.show_message("Starting…")
-        self.job.start()
-        return True
-
-    def cancel_generation(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
-            self.cancel_button.setEnabled(False)
-            self.show_message("Cancelling…")
-
-    def _set_busy(self, busy: bool) -> None:
-        self.generate_button.setEnabled(not busy)
-        self.cancel_button.setEnabled(busy)
-        self.compose.setEnabled(not busy)
-        self.progress.setVisible(busy)
-        self.progress.setValue(0)
-        self.busy_changed.emit(busy)
-
-    def _on_event(self, event: object) -> None:
-        if isinstance(event, (Stage, Progress)) and self.tracker is not None:
-            snap = self.tracker.on_stage(event) if isinstance(event, Stage) else self.tracker.on_progress(event)
-            self.progress.setValue(snap.percent)
-            if not (self.job and self.job.token.cancelled):
-                self.show_message(snap.text)
-        elif isinstance(event, Log):
-            self.status.setToolTip(event.text)
-        elif isinstance(event, SavedSong):
-            song_id = self.library.add(event.record)
-            self.model.refresh()
-            row = self.model.row_of(song_id)
-            self.list.selectionModel().setCurrentIndex(self.model.index(row),
-                                                       QItemSelectionModel.SelectionFlag.ClearAndSelect)
-            self.song_added.emit(song_id)
-            self.notify("Song ready", f"“{event.record.title}” is in your library.")
-
-    def _on_job_finished(self) -> None:
-        job, self.job = self.job, None
-        self._set_busy(False)
-        if job is not None and not job.token.cancelled and self.status.property("level") != "error":
-            self.show_message("Done. Double-click a song to play it.")
 
     # -- playback ----------------------------------------------------------------------
     def selected_record(self):

@@ -1,11 +1,12 @@
-"""Screenshots of the real app for the README: empty, composing, generating, library.
+"""Screenshots of the real app: the README's four (empty, composing, generating, library)
+plus first launch, quick generate, settings, an error and the smallest window.
 
 Run under X (the script re-runs itself under xvfb-run when there is no display):
     python scripts/screenshots.py [--out docs]
 It uses a throw-away app-data folder, a tiny random checkpoint (engine.tiny) and the
 real engine.pipeline; if the pipeline is not importable yet it says so and uses a
-stand-in that emits the same events. Generation is slowed down between events so the
-progress state can be captured.
+stand-in that emits the same events. The first song is slowed down between events so
+the progress state can be captured.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -28,19 +30,27 @@ Every window hums a different name
 [Chorus]
 Hold on, hold on, the city's awake
 We are the echoes the night couldn't take"""
+SONGS = [("Neon Rivers", ["Synthwave", "Female Vocals", "Dreamy", "Synth Pads"]),
+         ("Glass Harbour", ["Lo-fi", "Piano", "Chill"]),
+         ("Night Bus", ["Cinematic", "Strings"])]
 
 
-def slowed(factory, delay: float):
-    class Slow:
-        def __init__(self, folder: Path) -> None:
-            self.inner = factory(folder)
+class Throttle:
+    """Wraps a pipeline factory; sleeps ``delay`` seconds after each event while set."""
 
-        def generate(self, request, cancel):
-            for event in self.inner.generate(request, cancel):
-                time.sleep(delay)
-                yield event
+    def __init__(self, factory: Callable[[Path], Any], delay: float) -> None:
+        self.factory, self.delay = factory, delay
 
-    return Slow
+    def __call__(self, folder: Path) -> Any:
+        inner, throttle = self.factory(folder), self
+
+        class Slow:
+            def generate(self, request, cancel):
+                for event in inner.generate(request, cancel):
+                    time.sleep(throttle.delay)
+                    yield event
+
+        return Slow()
 
 
 def stand_in(folder: Path):
@@ -74,14 +84,14 @@ def main() -> int:
     try:
         import engine.pipeline  # noqa: F401
 
-        factory, delay = real_pipeline_factory, 0.08
+        throttle = Throttle(real_pipeline_factory, 0.05)
     except ImportError as exc:
         print(f"engine.pipeline not importable ({exc}); using a stand-in with the same events")
-        factory, delay = stand_in, 0.04
+        throttle = Throttle(stand_in, 0.04)
     settings = Settings()
     settings.songs_dir = work / "songs"
-    settings.max_tokens = 64
-    window, _tray = build(settings, weights, PipelineProvider(slowed(factory, delay)))
+    settings.max_tokens = 900  # ~20 s songs from the tiny checkpoint
+    window, tray = build(settings, weights, PipelineProvider(throttle))
     window.ask = lambda *a: True
     window.resize(1240, 800)
     window.show()
@@ -93,15 +103,15 @@ def main() -> int:
             app.processEvents()
             time.sleep(0.01)
 
-    def shot(name: str) -> None:
+    def shot(name: str, widget=None) -> None:
         pump(0.3)
         path = args.out / f"screenshot-{name}.png"
-        window.grab().save(str(path))
+        (widget or window).grab().save(str(path))
         print("saved", path)
 
     shot("empty")
     panel = window.compose
-    panel.picker.set_tags(["Synthwave", "Female Vocals", "Dreamy", "Synth Pads"])
+    panel.picker.set_tags(SONGS[0][1])
     panel.genre.setCurrentText("Synth-pop")
     panel.lyrics.set_text(LYRICS)
     panel.duration.setValue(3)
@@ -110,20 +120,21 @@ def main() -> int:
     shot("composing")
     panel.picker.search.setText("")
 
-    titles = ["Neon Rivers", "Glass Harbour", "Night Bus"]
-    for i, title in enumerate(titles):
+    for i, (title, tags) in enumerate(SONGS):
+        panel.picker.set_tags(tags)
+        throttle.delay = 0.06 if i == 0 else 0.0
         window.generate()
         if i == 0:
             deadline = time.time() + 120
-            while (window.progress.value() < 35 or "left" not in window.status.text()) and window.job is not None and time.time() < deadline:
+            while window.job is not None and time.time() < deadline and not (
+                    window.tracker.stage == "backbone" and window.tracker._done >= 60
+                    and "left" in window.status.text()):
                 pump(0.05)
             shot("generating")
         while window.job is not None:
             pump(0.05)
-        rec = window.library.songs()[0]
-        window.library.rename(rec.id, title)
+        window.library.rename(window.library.songs()[0].id, title)
         window.model.refresh()
-        panel.picker.set_tags([["Lo-fi", "Piano", "Chill"], ["Cinematic", "Strings"]][i % 2])
     window.list.setCurrentIndex(window.model.index(0))
     window.play_row(0)
     pump(0.3)
@@ -131,10 +142,37 @@ def main() -> int:
     window.player.seek(window.player.duration * 0.4)
     window.show_message("Done. Double-click a song to play it.")
     shot("library")
+
+    panel.picker.set_tags([])
+    window.generate()
+    shot("error")
+    extra_shots(window, tray, work, shot, pump)
     window.quitting = True
     window.close()
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def extra_shots(window, tray, work: Path, shot, pump) -> None:
+    from app.first_launch import FirstLaunchDialog
+    from app.settings_dialog import SettingsDialog
+
+    window.resize(window.minimumSize())
+    shot("smallest")
+    window.resize(1240, 800)
+    first = FirstLaunchDialog(work / "no-model-yet", window)
+    first.show()
+    shot("first-launch", first)
+    first.close()
+    tray.quick_generate()
+    tray.dialog.tags.setCurrentText("Lo-fi, Piano, Chill")
+    shot("quick-generate", tray.dialog)
+    tray.dialog.reject()
+    dialog = SettingsDialog(window)
+    dialog.show()
+    shot("settings", dialog)
+    dialog.reject()
+    pump(0.1)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ def load_catalogue(path: Path | None = None) -> list[Category]:
     cats = []
     for key, value in data.items():
         if isinstance(value, dict) and isinstance(value.get("tags"), list):
-            tags = tuple(dict.fromkeys(str(t) for t in value["tags"]))
+            by_lower = {str(t).lower(): str(t) for t in reversed(value["tags"])}  # first spelling wins
+            tags = tuple(dict.fromkeys(by_lower[str(t).lower()] for t in value["tags"]))
             cats.append(Category(key, english_label(str(value.get("label", key))), tags))
     return cats

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QButtonGroup, QComboBox, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton,
-                               QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFormLayout, QHBoxLayout, QLabel, QPlainTextEdit,
+                               QPushButton, QToolButton, QVBoxLayout, QWidget)
 
 from app.compose.advanced import AdvancedSettings
 from app.compose.catalogue import Category, load_catalogue
@@ -42,6 +42,10 @@ def section_title(text: str) -> QLabel:
     return label
 
 
+def field_label(text: str) -> QLabel:
+    return QLabel(text, objectName="fieldLabel")
+
+
 class ComposePanel(QWidget):
     message = Signal(str)
 
@@ -62,7 +66,6 @@ class ComposePanel(QWidget):
         self.prompt = QPlainTextEdit()
         self.prompt.setObjectName("promptEdit")
         self.prompt.setTabChangesFocus(True)
-        self.prompt.setFixedHeight(58)
         self.prompt.textChanged.connect(self._on_prompt_text)
         self.picker = TagPicker(self.categories)
         self.picker.changed.connect(self._on_picker)
@@ -74,20 +77,25 @@ class ComposePanel(QWidget):
         genres = next((c.tags for c in self.categories if c.key.startswith("genre")), ())
         self.genre.addItems(list(genres))
         self.genre.lineEdit().setPlaceholderText("Any genre")
-        genre_row = QHBoxLayout()
-        genre_row.addWidget(QLabel("Genre"))
-        genre_row.addWidget(self.genre, 1)
+        self.duration = DurationSelector()
+        form = QFormLayout()
+        form.setContentsMargins(0, 4, 0, 0)
+        form.setHorizontalSpacing(12)
+        form.setVerticalSpacing(8)
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        form.addRow(field_label("Genre"), self.genre)
+        form.addRow(field_label("Length"), self.duration)
 
         self.counter = TokenCounter(weights_dir)
-        self.lyrics_title = section_title("Lyrics")
         self.lyrics = LyricsEditor(self.counter, self.request_unchecked)
-        self.duration = DurationSelector()
+        self.lyrics_title = self.lyrics.title
         self.advanced = AdvancedSettings()
         self.advanced.setVisible(False)
         self.advanced_toggle = QToolButton(text="Advanced", checkable=True)
         self.advanced_toggle.setObjectName("disclosure")
         self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.advanced_toggle.setToolTip("Temperature, top-k, seed and variations")
         self.advanced_toggle.toggled.connect(self._show_advanced)
 
         lay = QVBoxLayout(self)
@@ -97,14 +105,13 @@ class ComposePanel(QWidget):
         self.prompt_title = section_title("Style")
         lay.addWidget(self.prompt_title)
         lay.addWidget(self.prompt)
-        lay.addWidget(self.picker, 2)
-        lay.addLayout(genre_row)
-        lay.addWidget(self.lyrics_title)
-        lay.addWidget(self.lyrics, 3)
-        lay.addWidget(section_title("Length"))
-        lay.addWidget(self.duration)
+        lay.addWidget(self.picker)
+        lay.addLayout(form)
+        lay.addSpacing(4)
+        lay.addWidget(self.lyrics, 1)
         lay.addWidget(self.advanced_toggle)
         lay.addWidget(self.advanced)
+        lay.addStretch(0)
 
         self.mode.idToggled.connect(lambda i, on: on and self._set_mode(i))
         self.voice.idToggled.connect(lambda i, on: on and self._set_instrumental(i == 1))
@@ -138,8 +145,9 @@ class ComposePanel(QWidget):
         self._syncing = False
         tags = mode == TAGS
         self.picker.setVisible(tags)
+        self.prompt.setFixedHeight(36 if tags else 84)
         self.prompt_title.setText("Tags" if tags else "Description")
-        self.prompt.setPlaceholderText("Tags separated by commas, or pick them below" if tags
+        self.prompt.setPlaceholderText("Tags, separated by commas — or search and pick below" if tags
                                        else "Describe the song: mood, instruments, tempo, voice…")
 
     def _set_instrumental(self, on: bool) -> None:

@@ -1,4 +1,5 @@
-"""Tag picker: catalogue categories, search, at most 10 per category, chips, clear."""
+"""Tag picker: search (Enter adds), chips, and a catalogue browser that stays folded until
+asked for: four categories, at most 10 tags per category, clear."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QLineEdit, QListView, QListW
 
 from app.compose.catalogue import MAX_PER_CATEGORY, Category
 from app.compose.flow import FlowLayout
+
+BROWSER_HEIGHT = 136
 
 
 class TagPicker(QWidget):
@@ -23,26 +26,33 @@ class TagPicker(QWidget):
         self._category_of = {t.lower(): c for c in categories for t in c.tags}
         self._syncing = False
 
-        self.search = QLineEdit(placeholderText="Search tags")
+        count = sum(len(c.tags) for c in categories)
+        self.search = QLineEdit(placeholderText=f"Search {count} tags — Enter adds the first match")
         self.search.setClearButtonEnabled(True)
         self.search.textChanged.connect(self._filter)
-        self.clear_button = QPushButton("Clear")
-        self.clear_button.setToolTip("Remove every selected tag")
+        self.search.returnPressed.connect(self._add_from_search)
+        self.browse = QToolButton(text="Browse", checkable=True, objectName="disclosure")
+        self.browse.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.browse.setArrowType(Qt.ArrowType.RightArrow)
+        self.browse.setToolTip("Show the whole tag catalogue")
+        self.browse.toggled.connect(self._update_browser)
+        self.clear_button = QPushButton("Clear", objectName="sectionButton")
+        self.clear_button.setToolTip("Remove every chosen tag")
         self.clear_button.clicked.connect(lambda: self.set_tags([]))
         top = QHBoxLayout()
+        top.setSpacing(6)
         top.addWidget(self.search, 1)
+        top.addWidget(self.browse)
         top.addWidget(self.clear_button)
 
-        self.tabs = QTabWidget()
+        self.tabs = QTabWidget(objectName="tagCatalogue")
         self.tabs.setDocumentMode(True)
         for cat in categories:
             lst = QListWidget()
-            lst.setViewMode(QListView.ViewMode.ListMode)
             lst.setFlow(QListView.Flow.LeftToRight)
             lst.setWrapping(True)
             lst.setResizeMode(QListView.ResizeMode.Adjust)
-            lst.setSpacing(2)
-            lst.setUniformItemSizes(False)
+            lst.setSpacing(1)
             for tag in cat.tags:
                 item = QListWidgetItem(tag)
                 item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsUserCheckable)
@@ -51,28 +61,34 @@ class TagPicker(QWidget):
             lst.itemChanged.connect(lambda item, c=cat: self._on_item(c, item))
             self._lists[cat.key] = lst
             self.tabs.addTab(lst, cat.label)
-        self.tabs.setMinimumHeight(150)
+        self.tabs.setFixedHeight(BROWSER_HEIGHT)
+        self.tabs.setVisible(False)
 
         self.chips = QWidget()
         self.chip_layout = FlowLayout(self.chips, spacing=4)
-        self.empty_chips = QLabel("No tags chosen yet")
+        self.empty_chips = QLabel("No tags chosen yet — search above, or Browse the catalogue")
         self.empty_chips.setObjectName("hint")
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(6)
         lay.addLayout(top)
-        lay.addWidget(self.tabs, 1)
         lay.addWidget(self.empty_chips)
         lay.addWidget(self.chips)
+        lay.addWidget(self.tabs)
         self._rebuild()
 
     def sizeHint(self) -> QSize:
-        return QSize(360, 260)
+        return QSize(360, 60)
 
     def tags(self) -> list[str]:
         return list(self._selected)
 
     def category_of(self, tag: str) -> Category | None:
         return self._category_of.get(tag.lower())
+
+    @property
+    def browsing(self) -> bool:
+        return self.tabs.isVisibleTo(self)
 
     def set_tags(self, tags: list[str]) -> None:
         """Set the selection (free tags allowed); anything over a category's limit is dropped."""
@@ -110,6 +126,29 @@ class TagPicker(QWidget):
             self.toggle(item.text())
         self._rebuild()
 
+    def matches(self, text: str) -> list[str]:
+        """Catalogue tags containing ``text``: exact, then prefix, then anywhere."""
+        needle = text.strip().lower()
+        if not needle:
+            return []
+        hits = [t for c in self.categories for t in c.tags if needle in t.lower()]
+        return sorted(hits, key=lambda t: (t.lower() != needle, not t.lower().startswith(needle)))
+
+    def _add_from_search(self) -> None:
+        text = self.search.text().strip()
+        if not text:
+            return
+        hits = self.matches(text)
+        tag = hits[0] if hits else text
+        if tag.lower() not in (t.lower() for t in self._selected):
+            self.toggle(tag)
+        self.search.clear()
+
+    def _update_browser(self) -> None:
+        open_ = self.browse.isChecked() or bool(self.search.text().strip())
+        self.tabs.setVisible(open_)
+        self.browse.setArrowType(Qt.ArrowType.DownArrow if open_ else Qt.ArrowType.RightArrow)
+
     def _filter(self, text: str) -> None:
         needle = text.strip().lower()
         first_hit = -1
@@ -121,11 +160,12 @@ class TagPicker(QWidget):
                 hidden = bool(needle) and needle not in item.text().lower()
                 item.setHidden(hidden)
                 hits += not hidden
+            self.tabs.setTabEnabled(i, hits > 0)
             if hits and first_hit < 0:
                 first_hit = i
-        if needle and first_hit >= 0 and self._lists[self.categories[self.tabs.currentIndex()].key] \
-                .findItems(text.strip(), Qt.MatchFlag.MatchContains) == []:
+        if needle and first_hit >= 0 and not self.tabs.isTabEnabled(self.tabs.currentIndex()):
             self.tabs.setCurrentIndex(first_hit)
+        self._update_browser()
 
     def _rebuild(self) -> None:
         self._syncing = True

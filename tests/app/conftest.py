@@ -53,6 +53,12 @@ class FakePipeline:
 
 
 @pytest.fixture(autouse=True)
+def no_memory_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests must not depend on this machine's RAM; the memory tests set their own warning."""
+    monkeypatch.setattr("app.memory_check.memory_warning", lambda *a, **k: None)
+
+
+@pytest.fixture(autouse=True)
 def app_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "appdata"
     monkeypatch.setenv("KHALA_APP_DATA", str(folder))
@@ -82,7 +88,7 @@ def make_window(qtbot, settings, weights_dir: Path | None, pipeline_factory):
 @pytest.fixture()
 def fake_window(qtbot, settings, tmp_path, monkeypatch):
     """The real window over a FakePipeline (weights check bypassed)."""
-    monkeypatch.setattr("app.window.weights_problem", lambda folder: None)
+    monkeypatch.setattr("app.window_generation.weights_problem", lambda folder: None)
     pipelines: list[FakePipeline] = []
 
     def factory(folder: Path) -> FakePipeline:

@@ -1,0 +1,64 @@
+"""Asks engine.memory, before a generation starts, whether the song will fit in memory.
+
+Torch-free: the model's shapes come from the config files in the weights folder (so a
+small checkpoint is judged by its own size); when they cannot be read, engine.memory
+assumes the released model. Any failure here means "no warning", never "no song"."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from engine.request import SongRequest
+
+# The device and dtype the pipeline picks when the app passes none; engine.memory
+# resolves "auto" the way engine.device does, without importing torch.
+DEVICE, DTYPE = "auto", "auto"
+
+
+@lru_cache(maxsize=4)
+def _shapes(folder: str, stamp: float) -> dict[str, Any]:
+    import yaml
+
+    from engine.config import load_config
+    from engine.weights import WeightPaths
+
+    paths = WeightPaths.in_folder(Path(folder))
+    raw = yaml.safe_load(paths.decoder_config.read_text(encoding="utf-8"))
+    dec, quant = raw["decoder"], raw["quantizer"]
+    decoder = SimpleNamespace(d_latent=dec["d_latent"], n_filters=dec["n_filters"], rates=tuple(dec["rates"]),
+                              out_channel=dec["out_channel"], num_quantizers=quant["num_quantizers"],
+                              codebook_size=quant["codebook_size"])
+    return {"backbone_cfg": load_config(paths.backbone_args), "superres_cfg": load_config(paths.superres_args),
+            "decoder_cfg": decoder}
+
+
+def model_shapes(weights_dir: Path | None) -> dict[str, Any]:
+    if weights_dir is None:
+        return {}
+    try:
+        stamp = (Path(weights_dir) / "backbone_megatron_args.json").stat().st_mtime
+        return _shapes(str(weights_dir), stamp)
+    except Exception:  # noqa: BLE001 - unreadable configs: fall back to the released model's shapes
+        return {}
+
+
+def memory_warning(request: SongRequest, weights_dir: Path | None, prompt_tokens: int | None = None) -> str | None:
+    """engine.memory's one-line warning for this request on this machine, or None."""
+    try:
+        from engine import memory
+    except ImportError:
+        return None
+    extra: dict[str, Any] = dict(model_shapes(weights_dir))
+    if prompt_tokens:
+        extra["prompt_tokens"] = prompt_tokens
+    for kw in (extra, {}):
+        try:
+            return memory.memory_warning(request, DEVICE, DTYPE, **kw)
+        except TypeError:
+            continue  # an engine.memory without these keywords: ask it plainly
+        except Exception:  # noqa: BLE001 - an estimate that fails must not stop a song
+            return None
+    return None
