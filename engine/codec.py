@@ -130,8 +130,10 @@ class Snake(nn.Module):
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # 1/(α + 1e-9) in float32: the 1e-9 vanishes in fp16.
-        inv = (self.alpha.float() + 1e-9).reciprocal().to(x.dtype)
+        # 1/(α + 1e-9) in float32: the 1e-9 vanishes in fp16. Clamped to x's finite range: for
+        # |α| < ~1.5e-5 it overflows fp16, and inf · sin²(αx) (which underflows to 0) is NaN.
+        big = torch.finfo(x.dtype).max
+        inv = (self.alpha.float() + 1e-9).reciprocal().clamp(-big, big).to(x.dtype)
         return x + inv * torch.sin(self.alpha * x).pow(2)
 
 

@@ -147,6 +147,18 @@ def test_snake_formula() -> None:
     torch.testing.assert_close(snake(x), torch.tensor([want]))
 
 
+def test_snake_tiny_alpha_stays_finite_in_half_precision() -> None:
+    # fp16 is the MPS default: 1/(α + 1e-9) overflows it for |α| < ~1.5e-5, while the true value ≈ x + α·x².
+    snake = Snake(3)
+    with torch.no_grad():
+        snake.alpha.copy_(torch.tensor([1e-6, -1e-6, 0.7]).view(1, 3, 1))
+    x = torch.tensor([[[1.0, 0.5, -2.0]] * 3])
+    want = snake(x)
+    got = snake.half()(x.half()).float()
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, rtol=2e-3, atol=2e-3)
+
+
 def reference_decode(state: dict, codes: torch.Tensor, rates=(8, 8, 8, 4)) -> torch.Tensor:
     """SPEC §8 written out functionally from the raw file (unfolded weight norm)."""
     def w(p):
