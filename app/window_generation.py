@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QItemSelectionModel
+from PySide6.QtCore import QItemSelectionModel, Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from app import memory_check, paths
@@ -107,6 +107,7 @@ class GenerationMixin:
     def confirm_memory(self: "MainWindow", request: SongRequest, warning: str) -> None:
         """A non-blocking question; the window stays usable while it is open."""
         if self.memory_box is not None:
+            self.memory_box.finished.disconnect()
             self.memory_box.close()
         box = QMessageBox(QMessageBox.Icon.Warning, "This song may not fit in memory", warning,
                           QMessageBox.StandardButton.NoButton, self)
@@ -124,8 +125,9 @@ class GenerationMixin:
                 self.show_message("Not started. A shorter song or closing other apps needs less memory.")
 
         box.finished.connect(done)
+        box.setWindowModality(Qt.WindowModality.NonModal)
         self.memory_box = box
-        box.open()
+        box.show()
 
     def cancel_generation(self: "MainWindow") -> None:
         if self.job is not None:

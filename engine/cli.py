@@ -119,11 +119,8 @@ def check_output_path(path: Path, suffixes: Sequence[str]) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    import numpy as np
-    from engine.audio import write_audio, write_json_atomic
     from engine.pipeline import Pipeline
     from engine.progress_bar import ProgressBar
-    from engine.request import CancelToken, Log, Progress, Song, Stage
 
     request = request_from_args(args)
     request.validate()
@@ -132,7 +129,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
         check_output_path(args.codes_out, (".npy",))
     pipeline = Pipeline(args.weights, device=args.device, dtype=args.dtype, keep_loaded=args.keep_loaded)
     bar = ProgressBar() if not args.quiet else None
-    written: list[Path] = []
+    try:
+        _run_generation(args, pipeline, request, bar)
+    finally:
+        if bar is not None:
+            bar.finish_line()
+    return 0
+
+
+def _run_generation(args: argparse.Namespace, pipeline, request: SongRequest, bar) -> None:
+    import numpy as np
+    from engine.audio import write_audio, write_json_atomic
+    from engine.request import CancelToken, Log, Progress, Song, Stage
+
     for event in pipeline.generate(request, CancelToken()):
         if bar is not None and isinstance(event, Stage):
             bar.stage_started(event.name, event.variation)
@@ -147,14 +156,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
             out = variation_path(args.out, event.variation)
             write_audio(out, event.audio, event.sample_rate)
             write_json_atomic(sidecar_path(out), {"audio": out.name, **event.metadata})
-            written.append(out)
             if args.codes_out is not None:
                 _save_npy_atomic(variation_path(args.codes_out, event.variation), event.codes.astype(np.int64))
             if bar is not None:
                 bar.log(f"wrote {out} ({event.seconds:.1f} s, seed {event.metadata['seed']})")
-    if bar is not None:
-        bar.finish_line()
-    return 0
 
 
 def _save_npy_atomic(path: Path, array) -> None:
@@ -243,13 +248,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
         return int(handler(args) or 0)
     except Cancelled:
-        print("\ncancelled", file=sys.stderr)
+        print("cancelled", file=sys.stderr)
         return EXIT_CANCELLED
     except KeyboardInterrupt:
-        print("\ncancelled", file=sys.stderr)
+        print("cancelled", file=sys.stderr)
         return EXIT_CANCELLED
     except KhalaError as error:
-        print(f"\nerror: {error}", file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -53,9 +53,17 @@ class FakePipeline:
 
 
 @pytest.fixture(autouse=True)
-def no_memory_warning(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests must not depend on this machine's RAM; the memory tests set their own warning."""
-    monkeypatch.setattr("app.memory_check.memory_warning", lambda *a, **k: None)
+def no_memory_warning(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests must not depend on this machine's RAM; tests that ask for real_memory_check get it."""
+    if "real_memory_check" not in request.fixturenames:
+        monkeypatch.setattr("app.memory_check.memory_warning", lambda *a, **k: None)
+
+
+@pytest.fixture()
+def real_memory_check():
+    from app import memory_check
+
+    return memory_check
 
 
 @pytest.fixture(autouse=True)
