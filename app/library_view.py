@@ -38,7 +38,7 @@ class SongDelegate(QStyledItemDelegate):
         self.played = 0.0
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
-        return QSize(300, ROW_HEIGHT)
+        return QSize(200, ROW_HEIGHT)  # the row takes the view's width; never scroll sideways
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
         rec: SongRecord | None = index.data(RecordRole)
@@ -58,7 +58,7 @@ class SongDelegate(QStyledItemDelegate):
         dim.setAlpha(150)
         missing = rec.status == "missing"
 
-        thumb = QRectF(rect.left() + 10, rect.top() + 12, THUMB_W, rect.height() - 24)
+        thumb = QRectF(rect.left() + 10, rect.top() + 12, min(THUMB_W, rect.width() // 4), rect.height() - 24)
         accent = QColor(text if selected else pal.color(QPalette.ColorRole.Highlight))
         if missing:
             accent = dim
@@ -100,6 +100,7 @@ class LibraryView(QListView):
         self.setDefaultDropAction(Qt.DropAction.CopyAction)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setUniformItemSizes(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.setAccessibleName("Song library")

@@ -3,7 +3,7 @@
 ACCENT = "#0a84ff"
 
 STYLE = f"""
-QLabel#sectionTitle {{ font-weight: 600; margin-top: 6px; }}
+QLabel#sectionTitle {{ font-weight: 600; }}
 QLabel#hint {{ color: #6e6e73; }}
 QLabel#statusLabel[level="error"], QLabel#tokenCount[level="error"] {{ color: #d70015; }}
 QLabel#tokenCount[level="warn"], QLabel#statusLabel[level="warn"] {{ color: #b25000; }}

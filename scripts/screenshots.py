@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -36,10 +37,14 @@ SONGS = [("Neon Rivers", ["Synthwave", "Female Vocals", "Dreamy", "Synth Pads"])
 
 
 class Throttle:
-    """Wraps a pipeline factory; sleeps ``delay`` seconds after each event while set."""
+    """Wraps a pipeline factory: sleeps ``delay`` seconds after each event, and holds the
+    worker after the first event that ``hold_at`` accepts until ``resume`` is set, so the
+    window can be photographed in exactly that state."""
 
     def __init__(self, factory: Callable[[Path], Any], delay: float) -> None:
         self.factory, self.delay = factory, delay
+        self.hold_at: Callable[[object], bool] | None = None
+        self.held, self.resume = threading.Event(), threading.Event()
 
     def __call__(self, folder: Path) -> Any:
         inner, throttle = self.factory(folder), self
@@ -49,6 +54,10 @@ class Throttle:
                 for event in inner.generate(request, cancel):
                     time.sleep(throttle.delay)
                     yield event
+                    if throttle.hold_at is not None and throttle.hold_at(event):
+                        throttle.hold_at = None
+                        throttle.held.set()
+                        throttle.resume.wait(60)
 
         return Slow()
 
@@ -122,15 +131,16 @@ def main() -> int:
 
     for i, (title, tags) in enumerate(SONGS):
         panel.picker.set_tags(tags)
-        throttle.delay = 0.06 if i == 0 else 0.0
+        throttle.delay = 0.05 if i == 0 else 0.0
+        if i == 0:
+            throttle.hold_at = lambda ev: getattr(ev, "stage", "") == "backbone" and getattr(ev, "done", 0) >= 150
         window.generate()
         if i == 0:
             deadline = time.time() + 120
-            while window.job is not None and time.time() < deadline and not (
-                    window.tracker.stage == "backbone" and window.tracker._done >= 60
-                    and "left" in window.status.text()):
+            while window.job is not None and time.time() < deadline and not throttle.held.is_set():
                 pump(0.05)
             shot("generating")
+            throttle.resume.set()
         while window.job is not None:
             pump(0.05)
         window.library.rename(window.library.songs()[0].id, title)

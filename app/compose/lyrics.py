@@ -82,14 +82,14 @@ class LyricsEditor(QWidget):
         used, cap = c["backbone"], c["backbone_cap"]
         if c["backbone"] > c["backbone_cap"] or c["superres"] > c["superres_cap"]:
             which = "super-res" if c["superres"] > c["superres_cap"] else "prompt"
-            self.count_label.setText(f"{approx}{used:,} / {cap:,} tokens — too long: the end of the {which} "
+            self.count_label.setText(f"{approx}{used:,} / {cap:,} prompt tokens — too long: the end of the {which} "
                                      "would be cut. Shorten the lyrics.")
             self.count_label.setProperty("level", "error")
         elif used > 0.9 * cap:
-            self.count_label.setText(f"{approx}{used:,} / {cap:,} tokens — close to the limit")
+            self.count_label.setText(f"{approx}{used:,} / {cap:,} prompt tokens — close to the limit")
             self.count_label.setProperty("level", "warn")
         else:
-            self.count_label.setText(f"{approx}{used:,} / {cap:,} tokens")
+            self.count_label.setText(f"{approx}{used:,} / {cap:,} prompt tokens")
             self.count_label.setProperty("level", "")
         self.count_label.style().unpolish(self.count_label)
         self.count_label.style().polish(self.count_label)

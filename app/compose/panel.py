@@ -102,6 +102,7 @@ class ComposePanel(QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(8)
         lay.addLayout(top)
+        lay.addSpacing(2)
         self.prompt_title = section_title("Style")
         lay.addWidget(self.prompt_title)
         lay.addWidget(self.prompt)
