@@ -1,0 +1,284 @@
+"""Peak-memory estimate for a request, before anything is loaded (SPEC §3, §6–§9).
+
+Imports neither torch nor Qt: the app asks it "will this fit?" before starting the
+engine. Device and dtype are plain strings. The pipeline keeps one model resident at a
+time, so the peak is the largest stage plus a fixed runtime overhead:
+
+* backbone: weights + the static KV cache, preallocated for prompt + max new tokens
+  (the upstream cap 23 552 unless the request sets ``max_tokens``) + prefill/decode
+  working memory (query-chunked attention scores, MLP intermediates);
+* super-res: weights + one non-causal pass at S = prompt + frames (scores are
+  O(block · S) per head, never S²);
+* decoder: weights + one chunk (1920 frames × 2048 samples) through the last,
+  widest-in-samples block, whose live activations were measured (benchmarks/).
+
+The working-memory multipliers were fitted to peaks measured in fresh processes
+(benchmarks/results/); the README's "Performance" section lists estimate/measured.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "half": 2, "bfloat16": 2, "bf16": 2}
+DEFAULT_DTYPE = {"mps": "float16", "cuda": "bfloat16", "cpu": "float32"}
+GIB = 1024**3
+
+UPSTREAM_TOKEN_CAP = 23_552
+TOKENS_PER_MINUTE = 2584
+SUPERRES_PROMPT_CAP = 2048
+BACKBONE_PROMPT_CAP = 4096
+SCORE_BUDGET = 1 << 28  # float32 elements of one attention block's scores (engine/attention.py)
+ATTN_BLOCK = 1024
+CHUNK_FRAMES = 1920
+SAMPLES_PER_FRAME = 2048
+
+# Fixed runtime overhead: interpreter + torch + engine + tokenizer (measured on CPU: ~0.4 GB);
+# the Metal / CUDA runtimes add their own.
+OVERHEAD = {"cpu": int(0.4 * GIB), "mps": int(0.8 * GIB), "cuda": int(0.8 * GIB)}
+# Live [C, samples] activations at the decoder's last block, in units of one activation
+# (measured: benchmarks/decoder_memory.py, fp32 and bf16 on CPU).
+DECODER_LIVE_ACTIVATIONS = 6.8
+# Share of physical memory a song may use before we warn (macOS keeps ~1/4 for itself and
+# caps Metal's working set near 3/4 of RAM).
+USABLE_FRACTION = {"mps": 0.75, "cpu": 0.85, "cuda": 0.95}
+
+
+@dataclass(frozen=True)
+class TransformerShape:
+    hidden: int = 2048
+    layers: int = 24
+    heads: int = 32
+    groups: int = 8
+    head_dim: int = 64
+    ffn: int = 5632
+    padded_vocab: int = 130432
+
+    @property
+    def params(self) -> int:
+        H, N, G, d, F = self.hidden, self.heads, self.groups, self.head_dim, self.ffn
+        attn = H * N * d + N * d + 2 * (H * G * d + G * d) + N * d * H + H
+        mlp = 2 * (H * F + F) + F * H + H
+        layer = attn + mlp + 2 * H
+        return self.layers * layer + 2 * self.padded_vocab * H + H
+
+    @classmethod
+    def of(cls, cfg: Any) -> "TransformerShape":
+        """From an engine.config.ModelConfig (or anything with the same attributes)."""
+        return cls(cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.num_kv_groups, cfg.head_dim,
+                   cfg.ffn_hidden_size, cfg.padded_vocab_size)
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    d_latent: int = 128
+    n_filters: int = 192
+    rates: tuple[int, ...] = (8, 8, 8, 4)
+    out_channel: int = 2
+    num_quantizers: int = 64
+    codebook_size: int = 1024
+
+    @property
+    def channels(self) -> list[int]:
+        n = len(self.rates)
+        return [self.n_filters * 2 ** (n - i) for i in range(n + 1)]
+
+    @property
+    def params(self) -> int:
+        ch = self.channels
+        p = self.d_latent * ch[0] * 7 + ch[0]
+        for c_in, c_out, s in zip(ch, ch[1:], self.rates):
+            p += c_in + c_in * c_out * 2 * s + c_out  # snake α, transposed conv
+            p += 3 * (2 * c_out + c_out * c_out * 7 + c_out + c_out * c_out + c_out)  # residual units
+        p += ch[-1] + ch[-1] * self.out_channel * 7 + self.out_channel
+        return p + self.num_quantizers * self.codebook_size * self.d_latent
+
+    @classmethod
+    def of(cls, cfg: Any) -> "DecoderShape":
+        """From an engine.codec.DecoderConfig (or anything with the same attributes)."""
+        return cls(cfg.d_latent, cfg.n_filters, tuple(cfg.rates), cfg.out_channel, cfg.num_quantizers,
+                   cfg.codebook_size)
+
+
+REAL_BACKBONE = TransformerShape()
+REAL_SUPERRES = TransformerShape(padded_vocab=193792)
+REAL_DECODER = DecoderShape()
+
+
+@dataclass(frozen=True)
+class StageMemory:
+    weights: int
+    state: int  # KV cache / token table / output buffer: lives for the whole stage
+    work: int  # transient working memory at the stage's worst moment
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.state + self.work
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    backbone: StageMemory
+    superres: StageMemory
+    decoder: StageMemory
+    overhead: int
+    device: str
+    dtype: str
+    prompt_tokens: int
+    cache_positions: int
+    frames: int
+
+    @property
+    def stages(self) -> dict[str, StageMemory]:
+        return {"backbone": self.backbone, "superres": self.superres, "decoder": self.decoder}
+
+    @property
+    def peak_stage(self) -> str:
+        return max(self.stages, key=lambda k: self.stages[k].total)
+
+    @property
+    def peak(self) -> int:
+        return self.overhead + max(s.total for s in self.stages.values())
+
+
+def device_kind(device: str) -> str:
+    kind = (device or "auto").split(":")[0].lower()
+    if kind == "auto":
+        return "mps" if sys.platform == "darwin" and platform.machine() == "arm64" else "cpu"
+    if kind not in OVERHEAD:
+        raise ValueError(f"unknown device {device!r}: use auto, mps, cuda or cpu")
+    return kind
+
+
+def dtype_bytes(dtype: str, device: str = "cpu") -> int:
+    name = (dtype or "auto").removeprefix("torch.").lower()
+    if name == "auto":
+        name = DEFAULT_DTYPE[device_kind(device)]
+    if name not in DTYPE_BYTES:
+        raise ValueError(f"unknown dtype {dtype!r}: use auto, float32, float16 or bfloat16")
+    return DTYPE_BYTES[name]
+
+
+def expected_frames(minutes: int) -> int:
+    """Audio frames of a ``minutes`` song at the progress estimate 2584·(d + 0.8) tokens, 2 per frame."""
+    return int(TOKENS_PER_MINUTE * (minutes + 0.8)) // 2
+
+
+def guess_prompt_tokens(request: Any) -> int:
+    """Prompt length before tokenizing: ~1 BPE token per 3.5 characters, plus the template."""
+    chars = sum(len(getattr(request, f, "") or "") for f in ("tags", "description", "genre", "lyrics"))
+    return min(BACKBONE_PROMPT_CAP, 32 + math.ceil(chars / 3.5))
+
+
+def attention_work(q_len: int, k_len: int, s: TransformerShape, *, causal: bool) -> int:
+    """float32 scores of one query block (+ softmax; + the causal mask copy) and the float K/V/Q copies."""
+    block = max(1, min(ATTN_BLOCK, SCORE_BUDGET // max(1, s.heads * k_len)))
+    rows = min(block, q_len)
+    scores = rows * s.heads * k_len * 4 * (3 if causal else 2)
+    return scores + 2 * s.groups * k_len * s.head_dim * 4 + 2 * q_len * s.heads * s.head_dim * 4
+
+
+def layer_work(q_len: int, k_len: int, s: TransformerShape, b: int, *, causal: bool) -> int:
+    """Worst moment inside one layer: the residual stream plus max(attention, MLP) intermediates."""
+    stream = q_len * s.hidden * (3 * b + 2 * 4)  # x, h, normed; float32 norm temporaries
+    qkv = q_len * (s.heads + 2 * s.groups) * s.head_dim * b * 2  # q, k, v and their RoPE copies
+    mlp = q_len * s.ffn * b * 4  # gate, up, silu(gate), product
+    return stream + max(qkv + attention_work(q_len, k_len, s, causal=causal), mlp)
+
+
+def backbone_memory(s: TransformerShape, b: int, prompt: int, max_new: int) -> StageMemory:
+    positions = prompt + max_new
+    cache = 2 * s.layers * s.groups * positions * s.head_dim * b
+    prefill = layer_work(prompt, prompt, s, b, causal=True)
+    decode = layer_work(1, positions, s, b, causal=True)
+    rows = 2 * 1025 * s.hidden * b + max_new * 8  # per-slot lm_head rows, token buffer
+    return StageMemory(s.params * b, cache + rows, max(prefill, decode))
+
+
+def superres_memory(s: TransformerShape, b: int, text: int, frames: int) -> StageMemory:
+    S = text + frames
+    tokens = S * 64 * 8
+    embed = S * s.hidden * b * 3
+    logits = frames * 1024 * 4 * 3  # float32 logits, top-k and softmax
+    work = max(layer_work(S, S, s, b, causal=False), embed) + S * s.hidden * b + logits
+    return StageMemory(s.params * b, tokens, work)
+
+
+def decoder_memory(d: DecoderShape, b: int, frames: int) -> StageMemory:
+    chunk = min(frames, CHUNK_FRAMES)
+    samples = chunk * SAMPLES_PER_FRAME
+    act = d.channels[-1] * samples * b
+    out = d.out_channel * frames * SAMPLES_PER_FRAME * 4 * 2  # the song (float32, host) + one chunk copy
+    return StageMemory(d.params * b, out, int(DECODER_LIVE_ACTIVATIONS * act))
+
+
+def estimate_peak_bytes(request: Any, *, device: str, dtype: str, backbone_cfg: Any = None,
+                        superres_cfg: Any = None, decoder_cfg: Any = None, prompt_tokens: int | None = None,
+                        superres_prompt_tokens: int | None = None, frames: int | None = None) -> MemoryEstimate:
+    """Per-stage and peak bytes for ``request`` (an engine.request.SongRequest) on ``device`` in ``dtype``.
+
+    Frames default to the expected length of the requested duration (what super-res and
+    the decoder then allocate); the backbone's KV cache is what the pipeline preallocates.
+    """
+    kind = device_kind(device)
+    b = dtype_bytes(dtype, kind)
+    bb = TransformerShape.of(backbone_cfg) if backbone_cfg is not None else REAL_BACKBONE
+    sr = TransformerShape.of(superres_cfg) if superres_cfg is not None else REAL_SUPERRES
+    dec = DecoderShape.of(decoder_cfg) if decoder_cfg is not None else REAL_DECODER
+    prompt = prompt_tokens if prompt_tokens is not None else guess_prompt_tokens(request)
+    text = superres_prompt_tokens if superres_prompt_tokens is not None else min(prompt, SUPERRES_PROMPT_CAP)
+    max_new = getattr(request, "max_tokens", None) or UPSTREAM_TOKEN_CAP
+    n_frames = frames if frames is not None else min(expected_frames(request.minutes), max_new // 2)
+    n_frames = max(1, n_frames)
+    return MemoryEstimate(
+        backbone=backbone_memory(bb, b, prompt, max_new),
+        superres=superres_memory(sr, b, text, n_frames),
+        decoder=decoder_memory(dec, b, n_frames),
+        overhead=OVERHEAD[kind], device=kind, dtype=(dtype or "auto"), prompt_tokens=prompt,
+        cache_positions=prompt + max_new, frames=n_frames)
+
+
+def total_memory_bytes() -> int | None:
+    """Physical memory (on Apple silicon this unified memory is also the GPU's)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def available_memory_bytes(device: str) -> int | None:
+    """Memory a song may use on ``device``: physical memory for cpu and mps; for cuda the
+    free device memory when torch is already imported, else None (unknown)."""
+    kind = device_kind(device)
+    if kind == "cuda":
+        torch = sys.modules.get("torch")
+        if torch is None or not torch.cuda.is_available():
+            return None
+        return int(torch.cuda.mem_get_info()[0])
+    return total_memory_bytes()
+
+
+def memory_warning(request: Any, device: str, dtype: str, **kw: Any) -> str | None:
+    """One line for the user when this machine has less memory than the request needs, else None."""
+    est = estimate_peak_bytes(request, device=device, dtype=dtype, **kw)
+    have = available_memory_bytes(device)
+    if have is None:
+        return None
+    usable = have * USABLE_FRACTION[est.device]
+    if est.peak <= usable:
+        return None
+    return (f"This song needs about {est.peak / GIB:.1f} GB of memory at its peak ({est.peak_stage}); "
+            f"this machine has {have / GIB:.1f} GB, so it may swap heavily or fail. "
+            "Close other apps or choose a shorter song.")
+
+
+def describe(est: MemoryEstimate) -> str:
+    rows = [f"{name:9s} {st.total / GIB:6.2f} GB (weights {st.weights / GIB:.2f}, state {st.state / GIB:.2f}, "
+            f"work {st.work / GIB:.2f})" for name, st in est.stages.items()]
+    return "\n".join(rows + [f"peak      {est.peak / GIB:6.2f} GB ({est.peak_stage} + overhead "
+                             f"{est.overhead / GIB:.2f})"])
