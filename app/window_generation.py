@@ -6,6 +6,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QItemSelectionModel, Qt
+from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from app import memory_check, paths
@@ -42,7 +43,8 @@ class GenerationFooter(QWidget):
         self.progress.setVisible(False)
         self.status = QLabel("Ready", objectName="statusLabel", wordWrap=True)
         self.generate_button = QPushButton("Generate", objectName="generateButton")
-        self.generate_button.setToolTip("Generate (Ctrl+Return)")
+        native = QKeySequence("Ctrl+Return").toString(QKeySequence.SequenceFormat.NativeText)
+        self.generate_button.setToolTip(f"Generate ({native})")
         self.generate_button.setDefault(True)
         self.cancel_button = QPushButton("Cancel", objectName="cancelButton", enabled=False)
         self.cancel_button.setToolTip("Cancel (Esc)")
