@@ -43,7 +43,7 @@ SAMPLES_PER_FRAME = 2048
 OVERHEAD = {"cpu": int(0.4 * GIB), "mps": int(0.8 * GIB), "cuda": int(0.8 * GIB)}
 # Live [C, samples] activations at the decoder's last block, in units of one activation
 # (measured: benchmarks/decoder_memory.py, fp32 and bf16 on CPU).
-DECODER_LIVE_ACTIVATIONS = 6.8
+DECODER_LIVE_ACTIVATIONS = 5.0
 # Share of physical memory a song may use before we warn (macOS keeps ~1/4 for itself and
 # caps Metal's working set near 3/4 of RAM).
 USABLE_FRACTION = {"mps": 0.75, "cpu": 0.85, "cuda": 0.95}
@@ -115,10 +115,16 @@ class StageMemory:
     weights: int
     state: int  # KV cache / token table / output buffer: lives for the whole stage
     work: int  # transient working memory at the stage's worst moment
+    load: int = 0  # transient on top of the weights while they load (mapped file pages, a converted copy)
+
+    @property
+    def run(self) -> int:
+        """Peak while the stage computes (models resident, loading done)."""
+        return self.weights + self.state + self.work
 
     @property
     def total(self) -> int:
-        return self.weights + self.state + self.work
+        return max(self.run, self.weights + self.load)
 
 
 @dataclass(frozen=True)
@@ -175,12 +181,14 @@ def guess_prompt_tokens(request: Any) -> int:
     return min(BACKBONE_PROMPT_CAP, 32 + math.ceil(chars / 3.5))
 
 
-def attention_work(q_len: int, k_len: int, s: TransformerShape, *, causal: bool) -> int:
-    """float32 scores of one query block (+ softmax; + the causal mask copy) and the float K/V/Q copies."""
+def attention_work(q_len: int, k_len: int, s: TransformerShape, b: int, *, causal: bool) -> int:
+    """One query block's float32 scores (softmax in place, so one buffer; + the causal mask),
+    the float32 query copy and output, and the float32 K/V copies when the dtype is narrower."""
     block = max(1, min(ATTN_BLOCK, SCORE_BUDGET // max(1, s.heads * k_len)))
     rows = min(block, q_len)
-    scores = rows * s.heads * k_len * 4 * (3 if causal else 2)
-    return scores + 2 * s.groups * k_len * s.head_dim * 4 + 2 * q_len * s.heads * s.head_dim * 4
+    scores = rows * s.heads * k_len * 4 + (rows * k_len if causal else 0)
+    kv32 = 2 * s.groups * k_len * s.head_dim * 4 if b < 4 else 0
+    return scores + kv32 + q_len * s.heads * s.head_dim * (4 + b)
 
 
 def layer_work(q_len: int, k_len: int, s: TransformerShape, b: int, *, causal: bool) -> int:
@@ -188,7 +196,13 @@ def layer_work(q_len: int, k_len: int, s: TransformerShape, b: int, *, causal: b
     stream = q_len * s.hidden * (3 * b + 2 * 4)  # x, h, normed; float32 norm temporaries
     qkv = q_len * (s.heads + 2 * s.groups) * s.head_dim * b * 2  # q, k, v and their RoPE copies
     mlp = q_len * s.ffn * b * 4  # gate, up, silu(gate), product
-    return stream + max(qkv + attention_work(q_len, k_len, s, causal=causal), mlp)
+    return stream + max(qkv + attention_work(q_len, k_len, s, b, causal=causal), mlp)
+
+
+def transformer_load(s: TransformerShape, b: int) -> int:
+    """Transient while loading (engine/loader.py): the bf16 file's pages are mapped and count as
+    resident until the file is closed, plus one tensor (the largest, a vocab matrix) read out of it."""
+    return s.params * 2 + (s.padded_vocab * s.hidden * b if b != 2 else 0)
 
 
 def backbone_memory(s: TransformerShape, b: int, prompt: int, max_new: int) -> StageMemory:
@@ -197,7 +211,7 @@ def backbone_memory(s: TransformerShape, b: int, prompt: int, max_new: int) -> S
     prefill = layer_work(prompt, prompt, s, b, causal=True)
     decode = layer_work(1, positions, s, b, causal=True)
     rows = 2 * 1025 * s.hidden * b + max_new * 8  # per-slot lm_head rows, token buffer
-    return StageMemory(s.params * b, cache + rows, max(prefill, decode))
+    return StageMemory(s.params * b, cache + rows, max(prefill, decode), transformer_load(s, b))
 
 
 def superres_memory(s: TransformerShape, b: int, text: int, frames: int) -> StageMemory:
@@ -206,7 +220,7 @@ def superres_memory(s: TransformerShape, b: int, text: int, frames: int) -> Stag
     embed = S * s.hidden * b * 3
     logits = frames * 1024 * 4 * 3  # float32 logits, top-k and softmax
     work = max(layer_work(S, S, s, b, causal=False), embed) + S * s.hidden * b + logits
-    return StageMemory(s.params * b, tokens, work)
+    return StageMemory(s.params * b, tokens, work, transformer_load(s, b))
 
 
 def decoder_memory(d: DecoderShape, b: int, frames: int) -> StageMemory:
@@ -214,7 +228,8 @@ def decoder_memory(d: DecoderShape, b: int, frames: int) -> StageMemory:
     samples = chunk * SAMPLES_PER_FRAME
     act = d.channels[-1] * samples * b
     out = d.out_channel * frames * SAMPLES_PER_FRAME * 4 * 2  # the song (float32, host) + one chunk copy
-    return StageMemory(d.params * b, out, int(DECODER_LIVE_ACTIVATIONS * act))
+    load = d.params * 4 * 2  # engine/codec.py: mapped float32 file + weight-norm-folded float32 copy
+    return StageMemory(d.params * b, out, int(DECODER_LIVE_ACTIVATIONS * act), load)
 
 
 def estimate_peak_bytes(request: Any, *, device: str, dtype: str, backbone_cfg: Any = None,
@@ -279,6 +294,6 @@ def memory_warning(request: Any, device: str, dtype: str, **kw: Any) -> str | No
 
 def describe(est: MemoryEstimate) -> str:
     rows = [f"{name:9s} {st.total / GIB:6.2f} GB (weights {st.weights / GIB:.2f}, state {st.state / GIB:.2f}, "
-            f"work {st.work / GIB:.2f})" for name, st in est.stages.items()]
+            f"work {st.work / GIB:.2f}, load +{st.load / GIB:.2f})" for name, st in est.stages.items()]
     return "\n".join(rows + [f"peak      {est.peak / GIB:6.2f} GB ({est.peak_stage} + overhead "
                              f"{est.overhead / GIB:.2f})"])

@@ -1,0 +1,201 @@
+"""Tables (benchmarks/results/RESULTS.md) and plots (PNG) from the collected JSON results.
+
+    python -m benchmarks.report [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from benchmarks.run import RESULTS  # noqa: E402
+
+GB, MB = 1024**3, 1024**2
+
+
+def load(name: str, device: str) -> list[dict[str, Any]] | None:
+    p = RESULTS / f"{name}-{device}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def table(head: list[str], rows: list[list[Any]]) -> str:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def backbone(rs: list[dict[str, Any]], device: str) -> str:
+    r = rs[0]
+    pos, ms = r["positions"], r["ms_per_token"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(pos, ms, "o-")
+    ax.set(xlabel="position (prompt + generated)", ylabel="ms per token (median)", ylim=(0, max(ms) * 1.3),
+           title=f"Backbone decode, static KV cache ({device}, {r['dtype']}, reduced width)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"backbone_decode-{device}.png", dpi=100)
+    c = r["config"]
+    rows = [[p, f"{m:.1f}", f"{1000 / m:.1f}"] for p, m in zip(pos, ms)][:: max(1, len(pos) // 8)]
+    first, last = ms[0], sorted(ms[-3:])[1]
+    return (f"### (a) Backbone decode against position\n\nhidden {c.get('hidden', 512)}, {c.get('layers', 8)} "
+            f"layers, real vocab; {r['dtype']} on {device}, {r['threads']} threads, median of "
+            f"{len(rs)} process × repeats; load average {r['loadavg_1min']:.1f} on 2 shared cores.\n\n"
+            + table(["position", "ms/token", "tokens/s"], rows)
+            + f"\n\nOverall {r['tokens_per_s_overall']:.1f} tokens/s; last/first window cost ratio "
+              f"{last / first:.2f} (flat = 1). Plot: `backbone_decode-{device}.png`.\n")
+
+
+def superres(rs: list[dict[str, Any]], device: str) -> str:
+    from benchmarks.models import transformer_config
+    from engine.memory import estimate_peak_bytes
+    from engine.request import SongRequest
+    S = [r["S"] for r in rs]
+    rows, est = [], []
+    for r in rs:
+        c = r["config"]
+        cfg = transformer_config("superres", c.get("hidden", 512), c.get("layers", 8), c.get("heads", 8),
+                                 c.get("groups", 2))
+        e = estimate_peak_bytes(SongRequest(tags="x", instrumental=True), device=device, dtype=r["dtype"],
+                                superres_cfg=cfg, prompt_tokens=c.get("text", 64),
+                                frames=r["S"] - c.get("text", 64))
+        est.append(e.superres.run + e.overhead)
+        rows.append([r["S"], f"{r['seconds']:.2f}", f"{r['stage_peak'] / MB:.0f}", f"{r['pass_growth'] / MB:.0f}",
+                     f"{r['full_scores_bytes'] / MB:.0f}", f"{est[-1] / MB:.0f}",
+                     f"{est[-1] / r['stage_peak']:.2f}"])
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a1.plot(S, [r["seconds"] for r in rs], "o-")
+    a1.set(xlabel="S (tokens)", ylabel="seconds per pass", title="Super-res pass time")
+    a2.plot(S, [r["pass_growth"] / MB for r in rs], "o-", label="measured: pass growth over resident")
+    a2.plot(S, [r["full_scores_bytes"] / MB for r in rs], "s--", label="one full S×S score matrix (all heads)")
+    a2.set(xlabel="S (tokens)", ylabel="MB", title="Super-res pass memory")
+    a2.legend(fontsize=8)
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"superres_pass-{device}.png", dpi=100)
+    r0 = rs[0]
+    return ("### (b) Super-res pass against sequence length\n\n"
+            f"hidden {r0['config'].get('hidden', 512)}, {r0['config'].get('layers', 8)} layers, real vocab "
+            f"({r0['params'] / 1e6:.0f} M params), {r0['dtype']}, {device}; stage peak = VmHWM during the pass "
+            "(weights, token table and runtime included); growth = stage peak − RSS before the pass.\n\n"
+            + table(["S", "s/pass", "stage peak MB", "pass growth MB", "full S×S scores MB", "estimate MB",
+                     "estimate/measured"], rows)
+            + f"\n\nPlot: `superres_pass-{device}.png`.\n")
+
+
+def decoder(rtf: list[dict[str, Any]] | None, mem: list[dict[str, Any]] | None, device: str) -> str:
+    out = ["### (c) DAC decoder"]
+    if rtf:
+        rows = [[r["config"]["n_filters"], r["frames"], f"{r['audio_s']:.1f}", f"{r['seconds']:.1f}",
+                 f"{r['rtf']:.2f}", f"{r['stage_peak'] / MB:.0f}"] for r in rtf]
+        out += ["", "Real-time factor (decode seconds / audio seconds; < 1 is faster than real time), "
+                f"{rtf[0]['dtype']}, {device}:", "",
+                table(["n_filters", "frames", "audio s", "decode s", "RTF", "stage peak MB"], rows)]
+    if mem:
+        real = [r for r in mem if r["config"]["n_filters"] == 192]
+        rows = [[r["config"]["n_filters"], r["frames"], r["config"].get("sub", "-"), f"{r['seconds']:.1f}",
+                 f"{r['pass_growth'] / MB:.0f}", f"{r['stage_peak'] / MB:.0f}",
+                 f"{r.get('max_abs_diff_vs_whole', '-')}"] for r in mem]
+        out += ["", "One chunk through the decoder (growth = chunk peak − resident before):", "",
+                table(["n_filters", "chunk frames", "sub-window", "s", "growth MB", "stage peak MB",
+                       "max |diff| vs whole chunk"], rows)]
+        if len(real) >= 2:
+            xs, ys = [r["frames"] for r in real], [r["pass_growth"] for r in real]
+            n = len(xs)
+            mx, my = sum(xs) / n, sum(ys) / n
+            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+            icpt = my - slope * mx
+            per_act = 192 * 2048 * 4
+            full = icpt + slope * 1920
+            out += ["", f"Real width (192 filters), fp32: growth ≈ {icpt / MB:.0f} MB + {slope / MB:.2f} MB/frame "
+                    f"(= {slope / per_act:.1f} live [192, samples] fp32 activations); a 1920-frame chunk "
+                    f"→ **{full / GB:.1f} GB** of working memory in fp32, ≈ {full / 2 / GB:.1f} GB in fp16/bf16."]
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+            ax.plot(xs, [y / MB for y in ys], "o", label="measured")
+            ax.plot([0, max(xs)], [icpt / MB, (icpt + slope * max(xs)) / MB], "-", label="linear fit")
+            ax.set(xlabel="chunk frames", ylabel="growth MB", title="DAC decoder chunk memory, real width, fp32")
+            ax.legend()
+            ax.grid(alpha=0.3)
+            fig.tight_layout()
+            fig.savefig(RESULTS / f"decoder_memory-{device}.png", dpi=100)
+            out += ["", f"Plot: `decoder_memory-{device}.png`."]
+    return "\n".join(out) + "\n"
+
+
+def e2e(rs: list[dict[str, Any]], device: str) -> str:
+    r = rs[0]
+    order = ["start", "load_backbone", "backbone", "load_superres", "superres", "load_decoder", "decode", "write"]
+    est_of = {"load_backbone": "backbone", "backbone": "backbone", "load_superres": "superres",
+              "superres": "superres", "load_decoder": "decoder", "decode": "decoder"}
+    rows = []
+    for k in order:
+        if k in r["stages"]:
+            s = r["stages"][k]
+            e = r["estimate"].get(est_of.get(k, ""), None)
+            rows.append([k, f"{s['seconds']:.1f}", f"{s['peak'] / MB:.0f}", f"{e / MB:.0f}" if e else "-",
+                         f"{e / s['peak']:.2f}" if e else "-"])
+    c, t = r["config"], r["tokens"]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    names = [k for k in order if k in r["stages"]]
+    ax.bar(names, [r["stages"][k]["peak"] / MB for k in names])
+    ax.set(ylabel="peak RSS MB", title=f"End to end, 2-minute-equivalent song ({device}, reduced width)")
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"end_to_end-{device}.png", dpi=100)
+    return ("### (d) End to end, 2-minute-equivalent song (reduced width)\n\n"
+            f"engine.pipeline.Pipeline from files; hidden {c.get('hidden', 256)}, {c.get('layers', 4)} layers, "
+            f"decoder n_filters {c.get('n_filters', 24)}; {r['dtype']}, {device}. Prompt {t['backbone_prompt']} "
+            f"tokens, {t['generated']} tokens → {t['audio_frames']} frames = {r['song_seconds']:.1f} s of audio. "
+            "Peak = VmHWM reset at each Stage event (one process).\n\n"
+            + table(["stage", "seconds", "peak MB", "estimate MB", "estimate/measured"], rows)
+            + f"\n\nMeasured peak {r['measured_peak'] / MB:.0f} MB, estimated {r['estimate_peak'] / MB:.0f} MB "
+              f"(ratio {r['estimate_peak'] / r['measured_peak']:.2f}). Plot: `end_to_end-{device}.png`.\n")
+
+
+def real(rs: list[dict[str, Any]], device: str) -> str:
+    rows = []
+    for r in rs:
+        if r["stage"] == "load":
+            rows.append(["backbone load (engine loader, bf16 file)", r["dtype"], f"{r['rss_loaded'] / GB:.2f}",
+                         f"{r['load_peak'] / GB:.2f}", f"{r['estimate_weights'] / GB:.2f} (weights)",
+                         f"load {r['load_s']:.0f} s"])
+        else:
+            extra = (f"cache {r['cache_bytes'] / GB:.2f} GB for {r['cache_positions']} positions; "
+                     f"{r['decode_s_per_token']:.2f} s/token" if r["stage"] == "backbone" else
+                     f"S={r['S']}, {r['layers_run']} of 24 layers run; full pass ≈ {r['est_full_pass_s']:.0f} s")
+            rows.append([r["stage"], r["dtype"], f"{r['rss_loaded'] / GB:.2f}", f"{r['stage_peak'] / GB:.2f}",
+                         f"{r['estimate_stage'] / GB:.2f} ({r['estimate_stage'] / r['stage_peak']:.2f}×)", extra])
+    return ("### (e) Real width (SPEC §3), stage by stage, for memory\n\n"
+            + table(["stage", "dtype", "resident GB", "peak GB", "estimate GB", "notes"], rows) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    d = p.parse_args(argv).device
+    parts = ["# Benchmark results\n", "Generated by `python -m benchmarks.report`; see benchmarks/README.md.\n"]
+    if (rs := load("backbone", d)):
+        parts.append(backbone(rs, d))
+    if (rs := load("superres", d)):
+        parts.append(superres(rs, d))
+    rtf, mem = load("decoder", d), load("decoder_mem", d)
+    if rtf or mem:
+        parts.append(decoder(rtf, mem, d))
+    if (rs := load("e2e", d)):
+        parts.append(e2e(rs, d))
+    if (rs := load("real", d)):
+        parts.append(real(rs, d))
+    (RESULTS / f"RESULTS-{d}.md").write_text("\n".join(parts))
+    print("\n".join(parts))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
