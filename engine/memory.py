@@ -38,9 +38,9 @@ ATTN_BLOCK = 1024
 CHUNK_FRAMES = 1920
 SAMPLES_PER_FRAME = 2048
 
-# Fixed runtime overhead: interpreter + torch + engine + tokenizer (measured on CPU: ~0.4 GB);
+# Fixed runtime overhead: interpreter + torch + engine + tokenizer (measured on CPU: 0.23 GB after import, 0.3–0.38 GB with the tokenizer);
 # the Metal / CUDA runtimes add their own.
-OVERHEAD = {"cpu": int(0.4 * GIB), "mps": int(0.8 * GIB), "cuda": int(0.8 * GIB)}
+OVERHEAD = {"cpu": int(0.3 * GIB), "mps": int(0.8 * GIB), "cuda": int(0.8 * GIB)}
 # Live [C, samples] activations at the decoder's last block, in units of one activation
 # (measured: benchmarks/decoder_memory.py, fp32 and bf16 on CPU).
 DECODER_LIVE_ACTIVATIONS = 5.0
@@ -200,9 +200,10 @@ def layer_work(q_len: int, k_len: int, s: TransformerShape, b: int, *, causal: b
 
 
 def transformer_load(s: TransformerShape, b: int) -> int:
-    """Transient while loading (engine/loader.py): the bf16 file's pages are mapped and count as
-    resident until the file is closed, plus one tensor (the largest, a vocab matrix) read out of it."""
-    return s.params * 2 + (s.padded_vocab * s.hidden * b if b != 2 else 0)
+    """Transient while loading (engine/loader.py converts tensor by tensor): one tensor read out of
+    the bf16 file (the largest, a vocab matrix) next to its converted copy; none when the dtype is
+    the file's (measured: benchmarks/real_width.py load)."""
+    return s.padded_vocab * s.hidden * 2 if b != 2 else 0
 
 
 def backbone_memory(s: TransformerShape, b: int, prompt: int, max_new: int) -> StageMemory:
