@@ -55,9 +55,11 @@ def main(argv: list[str] | None = None) -> None:
             runs.append(per)
             rates.append(res.generated / total)
     med = [sorted(col)[len(col) // 2] for col in zip(*runs)]
+    best = [min(col) for col in zip(*runs)]
     positions = [len(prompt) + w0 + window // 2 for w0 in range(0, new, window)][:len(med)]
-    emit({"bench": "backbone_decode", "config": c, "device": args.device, "dtype": args.dtype,
+    emit({"bench": "backbone_decode", "config": c, "repeats": args.repeats, "device": args.device, "dtype": args.dtype,
           "positions": positions, "ms_per_token": [1000 * s for s in med],
+          "ms_per_token_min": [1000 * s for s in best],
           "tokens_per_s_overall": sorted(rates)[len(rates) // 2], "peak_rss": peak_rss(),
           "threads": torch.get_num_threads()})
 

@@ -23,7 +23,7 @@ R = {"hidden": 2048, "layers": 24, "heads": 32, "groups": 8, "ffn": 5632}
 
 # suite -> (module, configs, default repeats)
 SUITES: dict[str, tuple[str, list[dict[str, Any]], int]] = {
-    "backbone": ("backbone_decode", [{"new_tokens": 2048, "window": 128}], 2),
+    "backbone": ("backbone_decode", [{"new_tokens": 2048, "window": 128}], 3),
     "superres": ("superres_pass", [{"S": s} for s in (512, 1024, 2048, 4096, 8192)], 3),
     "decoder": ("decoder_bench", [{"n_filters": 24, "frames": 431, "mode": "rtf"},
                                   {"n_filters": 192, "frames": 22, "mode": "rtf"}], 2),

@@ -36,14 +36,18 @@ BACKBONE_PROMPT_CAP = 4096
 SCORE_BUDGET = 1 << 28  # float32 elements of one attention block's scores (engine/attention.py)
 ATTN_BLOCK = 1024
 CHUNK_FRAMES = 1920
+# Frames per call of the convolutional decoder: the whole 1920-frame chunk in engine/codec.py
+# today. If the codec decodes each chunk in sub-windows (+ a halo on each side), set this to
+# sub-window + 2·halo: the decoder's working memory scales with it.
+DECODER_WINDOW_FRAMES = CHUNK_FRAMES
 SAMPLES_PER_FRAME = 2048
 
 # Fixed runtime overhead: interpreter + torch + engine + tokenizer (measured on CPU: 0.23 GB after import, 0.3–0.38 GB with the tokenizer);
 # the Metal / CUDA runtimes add their own.
 OVERHEAD = {"cpu": int(0.3 * GIB), "mps": int(0.8 * GIB), "cuda": int(0.8 * GIB)}
 # Live [C, samples] activations at the decoder's last block, in units of one activation
-# (measured: benchmarks/decoder_memory.py, fp32 and bf16 on CPU).
-DECODER_LIVE_ACTIVATIONS = 5.0
+# (measured 5.0–6.3 at n_filters 24–192, fp32 on CPU: benchmarks/decoder_bench.py).
+DECODER_LIVE_ACTIVATIONS = 5.7
 # Share of physical memory a song may use before we warn (macOS keeps ~1/4 for itself and
 # caps Metal's working set near 3/4 of RAM).
 USABLE_FRACTION = {"mps": 0.75, "cpu": 0.85, "cuda": 0.95}
@@ -199,33 +203,34 @@ def layer_work(q_len: int, k_len: int, s: TransformerShape, b: int, *, causal: b
     return stream + max(qkv + attention_work(q_len, k_len, s, b, causal=causal), mlp)
 
 
-def transformer_load(s: TransformerShape, b: int) -> int:
-    """Transient while loading (engine/loader.py converts tensor by tensor): one tensor read out of
-    the bf16 file (the largest, a vocab matrix) next to its converted copy; none when the dtype is
-    the file's (measured: benchmarks/real_width.py load)."""
-    return s.padded_vocab * s.hidden * 2 if b != 2 else 0
+def transformer_load(s: TransformerShape, lazy: bool) -> int:
+    """Transient while loading (engine/loader.py): the bf16 file is memory-mapped and every page read
+    stays resident until the file is closed, next to the converted (or device) copies — measured at
+    real width, bf16 file → fp16: peak = weights + file size. None when a bf16 model stays on the
+    CPU: its tensors are the mapped file itself (benchmarks/real_width.py, stage "load")."""
+    return 0 if lazy else s.params * 2
 
 
-def backbone_memory(s: TransformerShape, b: int, prompt: int, max_new: int) -> StageMemory:
+def backbone_memory(s: TransformerShape, b: int, prompt: int, max_new: int, lazy: bool = False) -> StageMemory:
     positions = prompt + max_new
     cache = 2 * s.layers * s.groups * positions * s.head_dim * b
     prefill = layer_work(prompt, prompt, s, b, causal=True)
     decode = layer_work(1, positions, s, b, causal=True)
     rows = 2 * 1025 * s.hidden * b + max_new * 8  # per-slot lm_head rows, token buffer
-    return StageMemory(s.params * b, cache + rows, max(prefill, decode), transformer_load(s, b))
+    return StageMemory(s.params * b, cache + rows, max(prefill, decode), transformer_load(s, lazy))
 
 
-def superres_memory(s: TransformerShape, b: int, text: int, frames: int) -> StageMemory:
+def superres_memory(s: TransformerShape, b: int, text: int, frames: int, lazy: bool = False) -> StageMemory:
     S = text + frames
     tokens = S * 64 * 8
     embed = S * s.hidden * b * 3
     logits = frames * 1024 * 4 * 3  # float32 logits, top-k and softmax
     work = max(layer_work(S, S, s, b, causal=False), embed) + S * s.hidden * b + logits
-    return StageMemory(s.params * b, tokens, work, transformer_load(s, b))
+    return StageMemory(s.params * b, tokens, work, transformer_load(s, lazy))
 
 
 def decoder_memory(d: DecoderShape, b: int, frames: int) -> StageMemory:
-    chunk = min(frames, CHUNK_FRAMES)
+    chunk = min(frames, CHUNK_FRAMES, DECODER_WINDOW_FRAMES)
     samples = chunk * SAMPLES_PER_FRAME
     act = d.channels[-1] * samples * b
     out = d.out_channel * frames * SAMPLES_PER_FRAME * 4 * 2  # the song (float32, host) + one chunk copy
@@ -251,9 +256,10 @@ def estimate_peak_bytes(request: Any, *, device: str, dtype: str, backbone_cfg: 
     max_new = getattr(request, "max_tokens", None) or UPSTREAM_TOKEN_CAP
     n_frames = frames if frames is not None else min(expected_frames(request.minutes), max_new // 2)
     n_frames = max(1, n_frames)
+    lazy = kind == "cpu" and (dtype or "").removeprefix("torch.").lower() in ("bfloat16", "bf16")
     return MemoryEstimate(
-        backbone=backbone_memory(bb, b, prompt, max_new),
-        superres=superres_memory(sr, b, text, n_frames),
+        backbone=backbone_memory(bb, b, prompt, max_new, lazy),
+        superres=superres_memory(sr, b, text, n_frames, lazy),
         decoder=decoder_memory(dec, b, n_frames),
         overhead=OVERHEAD[kind], device=kind, dtype=(dtype or "auto"), prompt_tokens=prompt,
         cache_positions=prompt + max_new, frames=n_frames)
