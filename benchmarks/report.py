@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -103,8 +102,9 @@ def decoder(rtf: list[dict[str, Any]] | None, mem: list[dict[str, Any]] | None, 
                 f"{rtf[0]['dtype']}, {device}:", "",
                 table(["n_filters", "frames", "audio s", "decode s", "RTF", "stage peak MB"], rows)]
     if mem:
-        real = [r for r in mem if r["config"]["n_filters"] == 192 and r["frames"] >= 64]  # past the fixed early peak
-        rows = [[r["config"]["n_filters"], r["frames"], r["config"].get("sub", "-"), f"{r['seconds']:.1f}",
+        real = [r for r in mem if r["config"]["n_filters"] == 192 and r["frames"] >= 64 and not r["config"].get("sub")]  # past the fixed early peak
+        rows = [[r["config"]["n_filters"], r["frames"],
+                 f"{r['config']['sub']} + 2×{r['config'].get('halo', 32)}" if r["config"].get("sub") else "-", f"{r['seconds']:.1f}",
                  f"{r['pass_growth'] / MB:.0f}", f"{r['stage_peak'] / MB:.0f}",
                  f"{r['max_abs_diff_vs_whole'] / r['max_abs_output']:.1e}" if "max_abs_output" in r else "-",
                  f"{r['live_activations']:.1f}"] for r in mem]
@@ -115,21 +115,22 @@ def decoder(rtf: list[dict[str, Any]] | None, mem: list[dict[str, Any]] | None, 
                 "width the peak is a fixed ~0.3 GB (the 3072→1536 transposed conv's weights reordered by the "
                 "CPU convolution backend), not the chunk."]
         if len(real) >= 2:
+            real.sort(key=lambda r: r["frames"])
+            per_act = 192 * 2048 * 4  # bytes of one [192, samples] fp32 activation per frame
+            ks = [r["pass_growth"] / (per_act * r["frames"]) for r in real]
+            k_last = ks[-1]
+            full = k_last * per_act * 1920
+            out += ["", f"Real width (192 filters), fp32: live activations {min(ks):.1f}–{max(ks):.1f} over "
+                    f"{real[0]['frames']}–{real[-1]['frames']}-frame chunks ({k_last:.1f} at the longest). A 1920-frame "
+                    f"chunk at {k_last:.1f} → **{full / GB:.1f} GB** of working memory in fp32, **≈ {full / 2 / GB:.1f} GB "
+                    f"in fp16/bf16** (range {min(ks) * per_act * 1920 / 2 / GB:.1f}–{max(ks) * per_act * 1920 / 2 / GB:.1f} GB)."]
             xs, ys = [r["frames"] for r in real], [r["pass_growth"] for r in real]
-            n = len(xs)
-            mx, my = sum(xs) / n, sum(ys) / n
-            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-            icpt = my - slope * mx
-            per_act = 192 * 2048 * 4
-            full = icpt + slope * 1920
-            out += ["", f"Real width (192 filters), fp32: growth ≈ {icpt / MB:.0f} MB + {slope / MB:.2f} MB/frame "
-                    f"(= {slope / per_act:.1f} live [192, samples] fp32 activations); a 1920-frame chunk "
-                    f"→ **{full / GB:.1f} GB** of working memory in fp32, ≈ {full / 2 / GB:.1f} GB in fp16/bf16."]
             fig, ax = plt.subplots(figsize=(6, 3.5))
-            ax.plot(xs, [y / MB for y in ys], "o", label="measured")
-            ax.plot([0, max(xs)], [icpt / MB, (icpt + slope * max(xs)) / MB], "-", label="linear fit")
-            ax.set(xlabel="chunk frames", ylabel="growth MB", title="DAC decoder chunk memory, real width, fp32")
-            ax.legend()
+            ax.plot(xs, [y / GB for y in ys], "o", label="measured growth, one chunk")
+            ax.plot([0, 1920], [0, full / GB], "--", label=f"{k_last:.1f} activations × frames (extrapolation)")
+            ax.axvline(1920, color="grey", lw=0.8)
+            ax.set(xlabel="chunk frames", ylabel="GB", title="DAC decoder chunk memory, real width, fp32")
+            ax.legend(fontsize=8)
             ax.grid(alpha=0.3)
             fig.tight_layout()
             fig.savefig(RESULTS / f"decoder_memory-{device}.png", dpi=100)
@@ -225,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         parts.append(backbone(rs, d))
     if (rs := load("superres", d)):
         parts.append(superres(rs, d))
-    rtf, mem = load("decoder", d), (load("decoder_mem", d) or []) + (load("decoder_real", d) or [])
+    rtf, mem = load("decoder", d), ((load("decoder_mem", d) or []) + (load("decoder_real", d) or []) + (load("decoder_long", d) or [])
+                                  + (load("decoder_fix", d) or []))
     if rtf or mem:
         parts.append(decoder(rtf, mem, d))
     if (rs := load("e2e", d)):

@@ -30,7 +30,9 @@ SUITES: dict[str, tuple[str, list[dict[str, Any]], int]] = {
     "decoder_mem": ("decoder_bench", [{"n_filters": 192, "frames": f, "mode": "mem"} for f in (8, 16, 32)]
                     + [{"n_filters": 24, "frames": 1920, "mode": "mem"},
                        {"n_filters": 24, "frames": 1920, "mode": "mem", "sub": 240}], 1),
-    "decoder_real": ("decoder_bench", [{"n_filters": 192, "frames": f, "mode": "mem"} for f in (64, 128)], 1),
+    "decoder_real": ("decoder_bench", [{"n_filters": 192, "frames": f, "mode": "mem"} for f in (64, 128, 384)], 1),
+    "decoder_long": ("decoder_bench", [{"n_filters": 192, "frames": 768, "mode": "mem"}], 1),
+    "decoder_fix": ("decoder_bench", [{"n_filters": 192, "frames": 384, "mode": "mem", "sub": 128, "halo": 16}], 1),
     "e2e": ("end_to_end", [{"minutes": 2}], 1),
     "real_load": ("real_width", [{"stage": "load", "dtype": "bfloat16"}, {"stage": "load", "dtype": "float16"}], 1),
     "real": ("real_width", [{"stage": "backbone", "minutes": 2, "dtype": "float32"},

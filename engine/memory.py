@@ -46,8 +46,9 @@ SAMPLES_PER_FRAME = 2048
 # the Metal / CUDA runtimes add their own.
 OVERHEAD = {"cpu": int(0.3 * GIB), "mps": int(0.8 * GIB), "cuda": int(0.8 * GIB)}
 # Live [C, samples] activations at the decoder's last block, in units of one activation
-# (measured 5.0–6.3 at n_filters 24–192, fp32 on CPU: benchmarks/decoder_bench.py).
-DECODER_LIVE_ACTIVATIONS = 5.7
+# (measured on CPU, fp32: 5.0 for a full 1920-frame chunk at n_filters 24; 4.6–5.8 at the real
+# 192 for 64–768-frame chunks, falling with length: benchmarks/decoder_bench.py).
+DECODER_LIVE_ACTIVATIONS = 5.0
 # Share of physical memory a song may use before we warn (macOS keeps ~1/4 for itself and
 # caps Metal's working set near 3/4 of RAM).
 USABLE_FRACTION = {"mps": 0.75, "cpu": 0.85, "cuda": 0.95}
