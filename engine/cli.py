@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--codes", type=Path, required=True, metavar="FILE.npy")
     dec.add_argument("--out", type=Path, required=True)
     dec.add_argument("--device", default=None)
-    dec.add_argument("--dtype", default=None)
+    dec.add_argument("--dtype", default=None, help="decoder dtype (default float32, env KHALA_DECODER_DTYPE)")
     dec.add_argument("--quiet", action="store_true")
 
     tiny = sub.add_parser("tiny", help="write a tiny random checkpoint (for trying the pipeline without weights)")
@@ -194,7 +194,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     import torch
     from engine.audio import write_audio
     from engine.codec import decode_codes, load_decoder
-    from engine.device import pick_device, pick_dtype
+    from engine.device import pick_decoder_dtype, pick_device
     from engine.request import SAMPLE_RATE
     from engine.weights import locate_weights
 
@@ -207,7 +207,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         raise KhalaError(f"{args.codes} must hold integer codes of shape [64, frames]; got {codes.dtype} {codes.shape}.")
     paths = locate_weights(args.weights)
     device = pick_device(args.device)
-    decoder = load_decoder(paths.decoder, paths.decoder_config, device, pick_dtype(device, args.dtype))
+    decoder = load_decoder(paths.decoder, paths.decoder_config, device, pick_decoder_dtype(args.dtype))
     audio = decode_codes(decoder, torch.from_numpy(codes.astype(np.int64)).to(device))
     write_audio(args.out, audio.to("cpu", torch.float32).numpy(), SAMPLE_RATE)
     if not args.quiet:

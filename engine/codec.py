@@ -24,6 +24,9 @@ CODEBOOK_SIZE = 1024
 NUM_QUANTIZERS = 64
 CHUNK_FRAMES = 1920
 OVERLAP_FRAMES = 480
+# Frames per decoder call inside a chunk, and the context kept on each side (see decode_span).
+WINDOW_FRAMES = 384
+HALO_FRAMES = 16
 
 
 @dataclass(frozen=True)
@@ -332,10 +335,34 @@ def check_codes(codes: torch.Tensor, num_quantizers: int = NUM_QUANTIZERS, size:
         raise RequestError(f"Code {int(codes[k, t])} at codebook {k}, frame {t} is outside 0..{size - 1}.")
 
 
+def decode_span(decoder: DacDecoder, z: torch.Tensor, *, window: int = WINDOW_FRAMES,
+                halo: int = HALO_FRAMES) -> torch.Tensor:
+    """Latent [1, dim, L] → audio [1, 2, L·hop] as one decoder call on all L frames would give it,
+    computed ``window`` frames at a time with ``halo`` frames of context on each side.
+
+    The decoder's receptive field is about 11 latent frames each way (the final conv, each
+    block's residual units (3 + 9 + 27 samples) and transposed conv, then the first conv), so
+    with halo ≥ 12 every kept sample sees exactly the inputs it would see in the whole call,
+    while the [192, samples] activations of the last block are bounded by the window.
+    """
+    L, hop = z.shape[-1], decoder.config.hop
+    if window <= 0 or L <= window + 2 * halo:
+        return decoder.decoder(z)
+    parts = []
+    for a in range(0, L, window):
+        b = min(a + window, L)
+        lo, hi = max(0, a - halo), min(L, b + halo)
+        y = decoder.decoder(z[..., lo:hi])
+        parts.append(y[..., (a - lo) * hop:(b - lo) * hop])
+    return torch.cat(parts, dim=-1)
+
+
 def decode_codes(decoder: DacDecoder, codes: torch.Tensor, *, chunk: int = CHUNK_FRAMES,
-                 overlap: int = OVERLAP_FRAMES, cancel: CancelToken | None = None,
+                 overlap: int = OVERLAP_FRAMES, window: int = WINDOW_FRAMES, halo: int = HALO_FRAMES,
+                 cancel: CancelToken | None = None,
                  on_chunk: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Codes [64, T] → float32 CPU audio [2, T·2048], decoded chunk by chunk, seams joined by a linear crossfade."""
+    """Codes [64, T] → float32 CPU audio [2, T·2048], decoded chunk by chunk (upstream's 1920/480
+    plan), seams joined by a linear crossfade; each chunk computed in bounded-memory windows."""
     check_codes(codes, decoder.config.num_quantizers, decoder.config.codebook_size)
     hop = decoder.config.hop
     frames = codes.shape[1]
@@ -349,7 +376,7 @@ def decode_codes(decoder: DacDecoder, codes: torch.Tensor, *, chunk: int = CHUNK
         for i, (start, stop) in enumerate(plan):
             if cancel is not None:
                 cancel.check()
-            y = decoder.decoder(z[..., start:stop])[0].to("cpu", torch.float32)
+            y = decode_span(decoder, z[..., start:stop], window=window, halo=halo)[0].to("cpu", torch.float32)
             if y.shape[-1] != (stop - start) * hop:
                 raise RuntimeError(f"decoder gave {y.shape[-1]} samples for {stop - start} frames")
             n = (prev_stop - start) * hop  # samples shared with the previous chunk

@@ -67,3 +67,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def pick_decoder_dtype(name: str | None = None) -> torch.dtype:
+    """The DAC decoder runs in float32 everywhere, as upstream does (``KHALA_DECODER_DTYPE`` overrides).
+
+    Windowed decoding keeps its activations to a few GB, so full precision is affordable,
+    and it avoids fp16 overflow in the convolutions on MPS.
+    """
+    name = name or os.environ.get("KHALA_DECODER_DTYPE") or "float32"
+    if name not in DTYPES:
+        raise RequestError(f"Unknown decoder dtype {name!r}: use float32, float16 or bfloat16.")
+    return DTYPES[name]

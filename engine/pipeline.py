@@ -89,7 +89,7 @@ class Pipeline:
         elif name == "superres":
             model = load_transformer(p.superres, p.superres_args, self.device, self.dtype)
         else:
-            model = load_decoder(p.decoder, p.decoder_config, self.device, self.dtype)
+            model = load_decoder(p.decoder, p.decoder_config, self.device, dev.pick_decoder_dtype())
         self._loaded[name] = model
         return model
 
@@ -218,6 +218,7 @@ class Pipeline:
             "sample_rate": SAMPLE_RATE,
             "device": str(self.device),
             "dtype": dev.dtype_name(self.dtype),
+            "decoder_dtype": dev.dtype_name(dev.pick_decoder_dtype()),
             "versions": {"khala": engine.__version__, "torch": torch.__version__,
                          "python": platform.python_version()},
         }

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import yaml
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from engine.codec import (DacDecoder, DecoderBlock, Snake, chunk_plan, decode_codes, expected_decoder_tensors,
+from engine.codec import (HALO_FRAMES, DacDecoder, DecoderBlock, Snake, chunk_plan, decode_codes, decode_span, expected_decoder_tensors,
                           fold_weight_norm, load_decoder, load_decoder_config, parse_decoder_config)
 from engine.errors import Cancelled, ConfigError, RequestError, WeightsError
 from engine.request import CancelToken
@@ -239,21 +239,47 @@ def test_chunk_plan_rejects_bad_sizes() -> None:
 def test_chunked_decode_matches_whole_decode_away_from_seams(decoder: DacDecoder) -> None:
     frames, chunk, overlap = 200, 64, 28
     codes = random_codes(frames, seed=2)
-    whole = decode_codes(decoder, codes, chunk=frames, overlap=0)
+    whole = decode_codes(decoder, codes, chunk=frames, overlap=0, window=0)
     # Receptive field, measured: which output frames change when one input frame changes.
     moved = codes.clone()
     moved[:, 100] = (moved[:, 100] + 1) % 1024
-    diff = (decode_codes(decoder, moved, chunk=frames, overlap=0) - whole).abs().amax(0).view(frames, 2048).amax(1)
+    diff = (decode_codes(decoder, moved, chunk=frames, overlap=0, window=0) - whole).abs().amax(0).view(frames, 2048).amax(1)
     reach = int((diff > 0).nonzero().max() - 100)
     assert 0 < reach < 12
     plan = chunk_plan(frames, chunk, overlap)
     edges = {e for start, stop in plan for e in (start, stop)} - {0, frames}
     far = torch.tensor([all(abs(f - e) > reach and abs(f + 1 - e) > reach for e in edges) for f in range(frames)])
-    chunked = decode_codes(decoder, codes, chunk=chunk, overlap=overlap).view(2, frames, 2048)
+    chunked = decode_codes(decoder, codes, chunk=chunk, overlap=overlap, window=0).view(2, frames, 2048)
     seam_middle = [s + overlap // 2 for s, _ in plan[1:]]
     assert all(far[f] for f in seam_middle)  # the crossfaded regions are checked too
     torch.testing.assert_close(chunked[:, far], whole.view(2, frames, 2048)[:, far], rtol=1e-4, atol=1e-6)
     assert not torch.allclose(chunked[:, ~far], whole.view(2, frames, 2048)[:, ~far], atol=1e-6)
+
+
+@pytest.mark.parametrize("window", [16, 37, 64])
+def test_windowed_chunk_equals_one_decoder_call(decoder: DacDecoder, window: int) -> None:
+    codes = random_codes(150, seed=4)
+    with torch.inference_mode():
+        z = decoder.embed(codes.unsqueeze(0))
+        whole = decoder.decoder(z)
+        windowed = decode_span(decoder, z, window=window, halo=HALO_FRAMES)
+        blind = decode_span(decoder, z, window=window, halo=0)
+    assert windowed.shape == whole.shape == (1, 2, 150 * 2048)
+    torch.testing.assert_close(windowed, whole, rtol=1e-5, atol=1e-6)
+    assert (blind - whole).abs().max() > 1e-3 * whole.abs().max()  # the halo is what makes it exact
+
+
+def test_decode_codes_windows_by_default_and_matches_unwindowed(decoder: DacDecoder) -> None:
+    codes = random_codes(130, seed=5)
+    calls: list[int] = []
+    hook = decoder.decoder.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[-1]))
+    try:
+        windowed = decode_codes(decoder, codes, chunk=100, overlap=20, window=24, halo=HALO_FRAMES)
+    finally:
+        hook.remove()
+    assert max(calls) <= 24 + 2 * HALO_FRAMES and len(calls) > 2
+    torch.testing.assert_close(windowed, decode_codes(decoder, codes, chunk=100, overlap=20, window=0),
+                               rtol=1e-5, atol=1e-6)
 
 
 class ChunkMarker(torch.nn.Module):

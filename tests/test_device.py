@@ -55,3 +55,14 @@ def test_auto_order_is_mps_then_cuda_then_cpu(monkeypatch: pytest.MonkeyPatch) -
     assert pick_device().type == "cuda"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_device().type == "cpu"
+
+
+def test_decoder_runs_in_float32_unless_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.device import pick_decoder_dtype
+    monkeypatch.delenv("KHALA_DECODER_DTYPE", raising=False)
+    monkeypatch.setenv("KHALA_DTYPE", "float16")
+    assert pick_decoder_dtype() == torch.float32
+    monkeypatch.setenv("KHALA_DECODER_DTYPE", "bfloat16")
+    assert pick_decoder_dtype() == torch.bfloat16
+    with pytest.raises(RequestError, match="decoder dtype"):
+        pick_decoder_dtype("int8")

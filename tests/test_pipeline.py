@@ -43,6 +43,7 @@ def test_end_to_end_audio_is_finite_stereo_and_frame_exact(pipeline: Pipeline) -
     meta = song.metadata
     assert meta["seed"] == 7 and meta["tokens"]["audio_frames"] == frames
     assert meta["tokens"]["generated"] <= 24 and meta["device"] == "cpu" and meta["dtype"] == "float32"
+    assert meta["decoder_dtype"] == "float32"
     assert {"backbone", "superres", "decode", "load_backbone"} <= set(meta["timings_s"])
 
 
@@ -102,6 +103,17 @@ def test_cancel_stops_promptly(tiny_weights: Path) -> None:
     assert time.monotonic() - cancelled_at < 5
     assert isinstance(seen[-1], Cancelled)
     assert not any(isinstance(e, Song) for e in seen)
+
+
+def test_decoder_stays_float32_when_the_transformers_run_in_bfloat16(tiny_weights: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KHALA_DECODER_DTYPE", raising=False)
+    pipeline = Pipeline(tiny_weights, device="cpu", dtype="bfloat16", keep_loaded=True)
+    song, = songs(run(pipeline, SongRequest(**{**REQ.to_dict(), "max_tokens": 8})))
+    assert song.metadata["dtype"] == "bfloat16" and song.metadata["decoder_dtype"] == "float32"
+    assert pipeline._loaded["backbone"].lm_head.weight.dtype == torch.bfloat16
+    assert {p.dtype for p in pipeline._loaded["decoder"].parameters()} == {torch.float32}
+    assert np.isfinite(song.audio).all()
 
 
 def test_models_are_freed_between_stages_unless_kept(tiny_weights: Path) -> None:
