@@ -9,7 +9,8 @@ time, so the peak is the largest stage plus a fixed runtime overhead:
   working memory (query-chunked attention scores, MLP intermediates);
 * super-res: weights + one non-causal pass at S = prompt + frames (scores are
   O(block · S) per head, never S²);
-* decoder: weights + one chunk (1920 frames × 2048 samples) through the last,
+* decoder (float32 on every device, as upstream, unless KHALA_DECODER_DTYPE says otherwise):
+  weights + one decoder window (window + 2 halo frames × 2048 samples) through the last,
   widest-in-samples block, whose live activations were measured (benchmarks/).
 
 The working-memory multipliers were fitted to peaks measured in fresh processes
@@ -36,10 +37,11 @@ BACKBONE_PROMPT_CAP = 4096
 SCORE_BUDGET = 1 << 28  # float32 elements of one attention block's scores (engine/attention.py)
 ATTN_BLOCK = 1024
 CHUNK_FRAMES = 1920
-# Frames per call of the convolutional decoder: the whole 1920-frame chunk in engine/codec.py
-# today. If the codec decodes each chunk in sub-windows (+ a halo on each side), set this to
-# sub-window + 2·halo: the decoder's working memory scales with it.
-DECODER_WINDOW_FRAMES = CHUNK_FRAMES
+# Frames per call of the convolutional decoder: engine/codec.py decodes each chunk in
+# WINDOW_FRAMES windows with HALO_FRAMES of context on each side (a test keeps these equal).
+CODEC_WINDOW_FRAMES = 384
+CODEC_HALO_FRAMES = 16
+DECODER_WINDOW_FRAMES = CODEC_WINDOW_FRAMES + 2 * CODEC_HALO_FRAMES
 SAMPLES_PER_FRAME = 2048
 
 # Fixed runtime overhead: interpreter + torch + engine + tokenizer (measured on CPU: 0.23 GB after import, 0.3–0.38 GB with the tokenizer);
@@ -230,6 +232,10 @@ def superres_memory(s: TransformerShape, b: int, text: int, frames: int, lazy: b
     return StageMemory(s.params * b, tokens, work, transformer_load(s, lazy))
 
 
+def decoder_dtype_bytes() -> int:
+    return DTYPE_BYTES.get(os.environ.get("KHALA_DECODER_DTYPE") or "float32", 4)
+
+
 def decoder_memory(d: DecoderShape, b: int, frames: int) -> StageMemory:
     chunk = min(frames, CHUNK_FRAMES, DECODER_WINDOW_FRAMES)
     samples = chunk * SAMPLES_PER_FRAME
@@ -261,7 +267,7 @@ def estimate_peak_bytes(request: Any, *, device: str, dtype: str, backbone_cfg: 
     return MemoryEstimate(
         backbone=backbone_memory(bb, b, prompt, max_new, lazy),
         superres=superres_memory(sr, b, text, n_frames, lazy),
-        decoder=decoder_memory(dec, b, n_frames),
+        decoder=decoder_memory(dec, decoder_dtype_bytes(), n_frames),
         overhead=OVERHEAD[kind], device=kind, dtype=(dtype or "auto"), prompt_tokens=prompt,
         cache_positions=prompt + max_new, frames=n_frames)
 
