@@ -10,11 +10,11 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import TextIO
 
-from engine.errors import Cancelled, KhalaError, WeightsError
+from engine.errors import WeightsError
 
-EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 130
+EXIT_OK = 0
 
 
 def add_weights_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -141,21 +141,3 @@ def cmd_weights_path(args: argparse.Namespace) -> int:
     print(folder)
     print(f"{status}: {status.detail}", file=sys.stderr)
     return EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="khala")
-    add_weights_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args) or EXIT_OK)
-    except (Cancelled, KeyboardInterrupt):
-        print("\ncancelled", file=sys.stderr)
-        return EXIT_CANCELLED
-    except KhalaError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_ERROR
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,3 +23,13 @@ def tiny_weights_copy(tiny_weights: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "weights"
     shutil.copytree(tiny_weights, dest)
     return dest
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """Tiny tensor ops gain nothing from threads, and lose a lot on a busy two-core machine."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -11,12 +11,7 @@ from engine.tiny_transformer import tiny_config, tiny_state_dict
 PROMPT = [128000, 5, 6, 7, 128010, 128009, 128010]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():  # tiny ops on a shared 2-core box: threads only contend
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,7 @@ TEXT = [128000, 40, 41, 128008, 128010, 128009, 128010]  # ends with the BOA row
 A = 9
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

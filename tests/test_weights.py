@@ -13,7 +13,7 @@ from huggingface_hub import constants
 
 from engine import weights as w
 from engine.errors import Cancelled, WeightsError
-from engine.weights_cli import main as weights_main
+from engine.cli import main as weights_main
 from hub_server import FakeHub, make_weight_files
 
 FILES = make_weight_files()
