@@ -24,10 +24,9 @@ from engine.errors import ConfigError
 from engine.model import Transformer
 from engine.request import CancelToken
 from engine.sampling import sample_top_k
+from engine.special_tokens import AUDIO_BASE, EOS
+from engine.special_tokens import CODEBOOK_SIZE as CODEBOOK
 
-EOS = 128001
-AUDIO_BASE = 128256
-CODEBOOK = 1024
 Q0 = AUDIO_BASE  # q0 ids: Q0..Q0+1023
 Q1 = AUDIO_BASE + CODEBOOK  # q1 ids: Q1..Q1+1023
 

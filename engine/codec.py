@@ -17,10 +17,9 @@ import yaml
 from torch import nn
 
 from engine.errors import ConfigError, RequestError, WeightsError
-from engine.request import CancelToken
+from engine.request import SAMPLES_PER_FRAME, CancelToken
+from engine.special_tokens import CODEBOOK_SIZE
 
-SAMPLES_PER_FRAME = 2048
-CODEBOOK_SIZE = 1024
 NUM_QUANTIZERS = 64
 CHUNK_FRAMES = 1920
 OVERLAP_FRAMES = 480

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engine.special_tokens import PAD_LOOKUP
+
 PAD_ID = -1
-PAD_LOOKUP = 128004
 
 
 class MultiCodebookEmbedding(nn.Module):

@@ -26,15 +26,16 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from engine.prompt import BACKBONE_CAP as BACKBONE_PROMPT_CAP
+from engine.prompt import SUPERRES_CAP as SUPERRES_PROMPT_CAP
+from engine.request import SAMPLES_PER_FRAME, UPSTREAM_TOKEN_CAP, expected_tokens
+
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "half": 2, "bfloat16": 2, "bf16": 2}
 DEFAULT_DTYPE = {"mps": "float16", "cuda": "bfloat16", "cpu": "float32"}
 GIB = 1024**3
 
-UPSTREAM_TOKEN_CAP = 23_552
-TOKENS_PER_MINUTE = 2584
-SUPERRES_PROMPT_CAP = 2048
-BACKBONE_PROMPT_CAP = 4096
-SCORE_BUDGET = 1 << 28  # float32 elements of one attention block's scores (engine/attention.py)
+# Copies of engine/attention.py's and engine/codec.py's values (they import torch; a test keeps these equal).
+SCORE_BUDGET = 1 << 28  # float32 elements of one attention block's scores
 ATTN_BLOCK = 1024
 CHUNK_FRAMES = 1920
 # Frames per call of the convolutional decoder: engine/codec.py decodes each chunk in
@@ -42,7 +43,6 @@ CHUNK_FRAMES = 1920
 CODEC_WINDOW_FRAMES = 384
 CODEC_HALO_FRAMES = 16
 DECODER_WINDOW_FRAMES = CODEC_WINDOW_FRAMES + 2 * CODEC_HALO_FRAMES
-SAMPLES_PER_FRAME = 2048
 
 # Fixed runtime overhead: interpreter + torch + engine + tokenizer (measured on CPU: 0.23 GB after import, 0.3–0.38 GB with the tokenizer);
 # the Metal / CUDA runtimes add their own.
@@ -179,7 +179,7 @@ def dtype_bytes(dtype: str, device: str = "cpu") -> int:
 
 def expected_frames(minutes: int) -> int:
     """Audio frames of a ``minutes`` song at the progress estimate 2584·(d + 0.8) tokens, 2 per frame."""
-    return int(TOKENS_PER_MINUTE * (minutes + 0.8)) // 2
+    return expected_tokens(minutes) // 2
 
 
 def guess_prompt_tokens(request: Any) -> int:

@@ -23,20 +23,12 @@ from engine.backbone import generate_audio_tokens
 from engine.codec import decode_codes, load_decoder
 from engine.loader import load_transformer
 from engine.prompt import PromptPair, build_prompts
-from engine.request import SAMPLE_RATE, CancelToken, Event, Log, Song, SongRequest, Stage
+from engine.request import (SAMPLE_RATE, UPSTREAM_TOKEN_CAP, CancelToken, Event, Log, Song, SongRequest, Stage,
+                            expected_tokens)
 from engine.streaming import stream
 from engine.superres import expand_codes
 from engine.tokenizer import Tokenizer
 from engine.weights import WeightPaths, locate_weights
-
-UPSTREAM_TOKEN_CAP = 23_552
-TOKENS_PER_MINUTE = 2584
-
-
-def expected_tokens(minutes: int) -> int:
-    """The progress estimate of SPEC §6: 2584 × (d + 0.8) tokens."""
-    return int(TOKENS_PER_MINUTE * (minutes + 0.8))
-
 
 def resolve_seed(request: SongRequest) -> int:
     return request.seed if request.seed is not None else random.SystemRandom().randrange(2**31)

@@ -18,6 +18,13 @@ TEMPERATURE_RANGE = (0.6, 1.4)
 TOP_K_RANGE = (1, 200)
 SAMPLE_RATE = 44_100
 SAMPLES_PER_FRAME = 2048
+UPSTREAM_TOKEN_CAP = 23_552  # backbone tokens generated at most, whatever the duration (SPEC §6)
+TOKENS_PER_MINUTE = 2584
+
+
+def expected_tokens(minutes: int) -> int:
+    """The progress estimate of SPEC §6: 2584 × (d + 0.8) backbone tokens."""
+    return int(TOKENS_PER_MINUTE * (minutes + 0.8))
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from engine.errors import ConfigError
 from engine.model import Transformer
 from engine.request import CancelToken
 from engine.sampling import sample_top_k
+from engine.special_tokens import AUDIO_BASE
+from engine.special_tokens import CODEBOOK_SIZE as CODEBOOK
 
-AUDIO_BASE = 128256
-CODEBOOK = 1024
 NUM_Q = 64
 TASK_MARKER_BASE = 128255  # pass idx uses 128255 - idx
 

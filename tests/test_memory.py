@@ -126,7 +126,12 @@ def test_estimate_follows_the_codec_window_and_float32_decoder(monkeypatch) -> N
     import engine.codec as codec
     import engine.memory as memory
     from engine.request import SongRequest
+    import inspect
+
+    import engine.attention as attention
     assert (memory.CODEC_WINDOW_FRAMES, memory.CODEC_HALO_FRAMES) == (codec.WINDOW_FRAMES, codec.HALO_FRAMES)
+    assert memory.CHUNK_FRAMES == codec.CHUNK_FRAMES and memory.SCORE_BUDGET == attention.SCORE_BUDGET
+    assert memory.ATTN_BLOCK == inspect.signature(attention.attention).parameters["block_size"].default
     monkeypatch.delenv("KHALA_DECODER_DTYPE", raising=False)
     request = SongRequest(tags="Pop", instrumental=True, minutes=2)
     fp16 = memory.estimate_peak_bytes(request, device="mps", dtype="float16")
