@@ -21,6 +21,7 @@ import engine
 from engine import device as dev
 from engine.backbone import generate_audio_tokens
 from engine.codec import decode_codes, load_decoder
+from engine.errors import KhalaError
 from engine.loader import load_transformer
 from engine.prompt import PromptPair, build_prompts
 from engine.request import (SAMPLE_RATE, UPSTREAM_TOKEN_CAP, CancelToken, Event, Log, Song, SongRequest, Stage,
@@ -155,13 +156,8 @@ class Pipeline:
                 return generate_audio_tokens(model, prompts.backbone_ids, max_new_tokens=max_new,
                                              temperature=request.temperature, top_k=request.top_k,
                                              generator=generator, cancel=token, on_token=on_token)
-        out: list[Any] = []
-        start = time.perf_counter()
-        yield from stream("backbone", work, cancel, out)
-        run.timings["backbone"] = time.perf_counter() - start
-        run.backbone = out[0]
+        run.backbone = yield from self._streamed("backbone", run, cancel, work)
         if run.backbone.coarse.shape[0] == 0:
-            from engine.errors import KhalaError
             raise KhalaError("The model ended the song before making any audio. Try another seed.")
         if run.backbone.dropped:
             yield Log(f"Dropped {run.backbone.dropped} stray token(s) at the end of the backbone stream.")
@@ -176,11 +172,8 @@ class Pipeline:
                 return expand_codes(model, prompts.superres_ids, run.backbone.coarse.to(self.device),
                                     top_k=request.top_k_superres, generator=generator, cancel=token,
                                     on_pass=report)
-        out: list[torch.Tensor] = []
-        start = time.perf_counter()
-        yield from stream("superres", work, cancel, out)
-        run.timings["superres"] = time.perf_counter() - start
-        run.codes = out[0].to("cpu", torch.int64)
+        codes = yield from self._streamed("superres", run, cancel, work)
+        run.codes = codes.to("cpu", torch.int64)
 
     def _decode(self, run: _Variation, cancel: CancelToken) -> Iterator[Event]:
         decoder = self._load("decoder")
@@ -188,11 +181,17 @@ class Pipeline:
         def work(report: Callable[[int, int], None], token: CancelToken) -> np.ndarray:
             audio = decode_codes(decoder, run.codes.to(self.device), cancel=token, on_chunk=report)
             return audio.detach().to("cpu", torch.float32).numpy()
-        out: list[np.ndarray] = []
+        return (yield from self._streamed("decode", run, cancel, work))
+
+    @staticmethod
+    def _streamed(stage: str, run: _Variation, cancel: CancelToken,
+                  work: Callable[[Callable[[int, int], None], CancelToken], Any]) -> Iterator[Event]:
+        """Run ``work`` while streaming its progress; record its time on ``run``; return its result."""
+        result: list[Any] = []
         start = time.perf_counter()
-        yield from stream("decode", work, cancel, out)
-        run.timings["decode"] = time.perf_counter() - start
-        return out[0]
+        yield from stream(stage, work, cancel, result)
+        run.timings[stage] = time.perf_counter() - start
+        return result[0]
 
     def _metadata(self, request: SongRequest, prompts: PromptPair, run: _Variation,
                   audio: np.ndarray) -> dict[str, Any]:
