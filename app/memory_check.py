@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from engine import memory
 from engine.request import SongRequest
 
 # The device and dtype the pipeline picks when the app passes none; engine.memory
@@ -47,18 +48,10 @@ def model_shapes(weights_dir: Path | None) -> dict[str, Any]:
 
 def memory_warning(request: SongRequest, weights_dir: Path | None, prompt_tokens: int | None = None) -> str | None:
     """engine.memory's one-line warning for this request on this machine, or None."""
-    try:
-        from engine import memory
-    except ImportError:
-        return None
     extra: dict[str, Any] = dict(model_shapes(weights_dir))
     if prompt_tokens:
         extra["prompt_tokens"] = prompt_tokens
-    for kw in (extra, {}):
-        try:
-            return memory.memory_warning(request, DEVICE, DTYPE, **kw)
-        except TypeError:
-            continue  # an engine.memory without these keywords: ask it plainly
-        except Exception:  # noqa: BLE001 - an estimate that fails must not stop a song
-            return None
-    return None
+    try:
+        return memory.memory_warning(request, DEVICE, DTYPE, **extra)
+    except Exception:  # noqa: BLE001 - an estimate that fails must not stop a song
+        return None
