@@ -131,6 +131,13 @@ def write_json_atomic(path: Path | str, data: Any) -> None:
     _commit(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def write_npy_atomic(path: Path | str, array: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a path
+            np.save(f, array)
+    _commit(Path(path), write)
+
+
 def audio_stats(audio: np.ndarray, sample_rate: int = 44100) -> dict[str, Any]:
     """seconds, sample_rate, channels, peak and rms (over finite samples), has_nan, has_inf."""
     audio = np.asarray(audio, dtype=np.float64)

@@ -139,7 +139,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _run_generation(args: argparse.Namespace, pipeline, request: SongRequest, bar) -> None:
     import numpy as np
-    from engine.audio import write_audio, write_json_atomic
+    from engine.audio import write_audio, write_json_atomic, write_npy_atomic
     from engine.request import CancelToken, Log, Progress, Song, Stage
 
     for event in pipeline.generate(request, CancelToken()):
@@ -157,21 +157,9 @@ def _run_generation(args: argparse.Namespace, pipeline, request: SongRequest, ba
             write_audio(out, event.audio, event.sample_rate)
             write_json_atomic(sidecar_path(out), {"audio": out.name, **event.metadata})
             if args.codes_out is not None:
-                _save_npy_atomic(variation_path(args.codes_out, event.variation), event.codes.astype(np.int64))
+                write_npy_atomic(variation_path(args.codes_out, event.variation), event.codes.astype(np.int64))
             if bar is not None:
                 bar.log(f"wrote {out} ({event.seconds:.1f} s, seed {event.metadata['seed']})")
-
-
-def _save_npy_atomic(path: Path, array) -> None:
-    import numpy as np
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"Cannot write {path}: {error.strerror or error}.") from None
 
 
 def cmd_prompt(args: argparse.Namespace) -> int:

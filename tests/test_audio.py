@@ -189,3 +189,13 @@ def test_audio_stats() -> None:
     a[1, 9] = 3.0
     stats = audio_stats(a, sample_rate=22050)
     assert stats["has_nan"] and stats["peak"] == pytest.approx(3.0) and stats["seconds"] == pytest.approx(4.0)
+
+
+def test_npy_is_written_atomically(tmp_path: Path) -> None:
+    from engine.audio import write_npy_atomic
+    target = tmp_path / "codes.npy"
+    codes = np.arange(64 * 5, dtype=np.int64).reshape(64, 5)
+    write_npy_atomic(target, codes)
+    assert np.array_equal(np.load(target), codes) and sorted(p.name for p in tmp_path.iterdir()) == ["codes.npy"]
+    with pytest.raises(OutputError, match="does not exist"):
+        write_npy_atomic(tmp_path / "missing" / "codes.npy", codes)
