@@ -181,8 +181,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
     from engine.audio import write_audio
-    from engine.codec import decode_codes, load_decoder
+    from engine.codec import check_codes, decode_codes, load_decoder
     from engine.device import pick_decoder_dtype, pick_device
+    from engine.errors import RequestError
     from engine.request import SAMPLE_RATE
     from engine.weights import locate_weights
 
@@ -191,12 +192,17 @@ def cmd_decode(args: argparse.Namespace) -> int:
         codes = np.load(args.codes, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise KhalaError(f"Cannot read codes from {args.codes}: {error}") from None
-    if codes.ndim != 2 or codes.shape[0] != 64 or not np.issubdtype(codes.dtype, np.integer):
-        raise KhalaError(f"{args.codes} must hold integer codes of shape [64, frames]; got {codes.dtype} {codes.shape}.")
+    try:
+        tensor = torch.from_numpy(codes)
+        check_codes(tensor)  # before the decoder loads
+    except TypeError:
+        raise KhalaError(f"{args.codes} must hold integer codes; got {codes.dtype}.") from None
+    except RequestError as error:
+        raise KhalaError(f"{args.codes}: {error}") from None
     paths = locate_weights(args.weights)
     device = pick_device(args.device)
     decoder = load_decoder(paths.decoder, paths.decoder_config, device, pick_decoder_dtype(args.dtype))
-    audio = decode_codes(decoder, torch.from_numpy(codes.astype(np.int64)).to(device))
+    audio = decode_codes(decoder, tensor.to(device, torch.int64))
     write_audio(args.out, audio.to("cpu", torch.float32).numpy(), SAMPLE_RATE)
     if not args.quiet:
         print(f"wrote {args.out}", file=sys.stderr)

@@ -139,3 +139,16 @@ def test_real_process_exit_code_and_message(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "error:" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "s.wav").exists()
+
+
+@pytest.mark.parametrize("codes, word", [(np.zeros((63, 4), dtype=np.int64), "shape"),
+                                         (np.zeros((64, 4), dtype=np.float32), "integers"),
+                                         (np.full((64, 4), 1024, dtype=np.int64), "outside 0..1023")])
+def test_decode_refuses_bad_codes_before_loading(codes: np.ndarray, word: str, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    np.save(tmp_path / "codes.npy", codes)
+    out = tmp_path / "song.wav"
+    assert main(["decode", "--weights", str(tmp_path / "no-weights"), "--codes", str(tmp_path / "codes.npy"),
+                 "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert word in err and "codes.npy" in err and "Traceback" not in err and not out.exists()
