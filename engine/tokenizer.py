@@ -38,20 +38,28 @@ def _load_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _check_bpe(data: dict[str, Any], path: Path) -> None:
+def bpe_problem(data: dict[str, Any]) -> str | None:
+    """Why a parsed tokenizer.json is not a Llama-3 BPE, in a few words; None when it is one."""
     model = data.get("model")
-    if not isinstance(model, dict) or model.get("type") != "BPE":
-        kind = model.get("type") if isinstance(model, dict) else None
-        raise PromptError(f"Tokenizer file {path} is not a BPE tokenizer (model type {kind!r}).")
+    kind = model.get("type") if isinstance(model, dict) else None
+    if kind != "BPE":
+        return f"model type {kind!r} is not a BPE; expected a BPE with merges"
+    if not model.get("merges"):
+        return "it has no merges; expected a BPE with merges"
     vocab = model.get("vocab")
-    if not isinstance(vocab, dict) or len(vocab) != TEXT_VOCAB_SIZE:
-        size = len(vocab) if isinstance(vocab, dict) else 0
-        raise PromptError(f"Tokenizer file {path} is not a Llama-3 BPE: vocabulary has {size} entries, expected {TEXT_VOCAB_SIZE}.")
+    size = len(vocab) if isinstance(vocab, dict) else 0
+    if size != TEXT_VOCAB_SIZE:
+        return f"{size} BPE entries, a Llama-3 BPE has {TEXT_VOCAB_SIZE}"
     for token, want in KNOWN_IDS.items():
         if vocab.get(token) != want:
-            raise PromptError(f"Tokenizer file {path} is not a Llama-3 BPE: {token!r} has id {vocab.get(token)}, expected {want}.")
-    if not model.get("merges"):
-        raise PromptError(f"Tokenizer file {path} is not a Llama-3 BPE: it has no merges.")
+            return f"not the Llama-3 vocabulary ({token!r} is not {want})"
+    return None
+
+
+def _check_bpe(data: dict[str, Any], path: Path) -> None:
+    problem = bpe_problem(data)
+    if problem is not None:
+        raise PromptError(f"Tokenizer file {path}: {problem}.")
 
 
 def validate_tokenizer_json(path: str | Path) -> None:
