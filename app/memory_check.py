@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from engine import memory
+from engine.config import load_config
+from engine.decoder_config import load_decoder_config
 from engine.request import SongRequest
+from engine.weights import WeightPaths
 
 # The device and dtype the pipeline picks when the app passes none; engine.memory
 # resolves "auto" the way engine.device does, without importing torch.
@@ -21,19 +23,9 @@ DEVICE, DTYPE = "auto", "auto"
 
 @lru_cache(maxsize=4)
 def _shapes(folder: str, stamp: float) -> dict[str, Any]:
-    import yaml
-
-    from engine.config import load_config
-    from engine.weights import WeightPaths
-
     paths = WeightPaths.in_folder(Path(folder))
-    raw = yaml.safe_load(paths.decoder_config.read_text(encoding="utf-8"))
-    dec, quant = raw["decoder"], raw["quantizer"]
-    decoder = SimpleNamespace(d_latent=dec["d_latent"], n_filters=dec["n_filters"], rates=tuple(dec["rates"]),
-                              out_channel=dec["out_channel"], num_quantizers=quant["num_quantizers"],
-                              codebook_size=quant["codebook_size"])
     return {"backbone_cfg": load_config(paths.backbone_args), "superres_cfg": load_config(paths.superres_args),
-            "decoder_cfg": decoder}
+            "decoder_cfg": load_decoder_config(paths.decoder_config)}
 
 
 def model_shapes(weights_dir: Path | None) -> dict[str, Any]:

@@ -9,7 +9,8 @@ import time
 
 import torch
 
-from engine.codec import DacDecoder, decode_codes, parse_decoder_config
+from engine.codec import DacDecoder, decode_codes
+from engine.decoder_config import parse_decoder_config
 
 def hwm() -> float:
     for line in open("/proc/self/status"):

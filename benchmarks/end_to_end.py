@@ -57,7 +57,7 @@ def write_checkpoint(folder: Path, c: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     args = parser(__doc__).parse_args(argv)
     c = setup(args)
-    from engine.codec import load_decoder_config
+    from engine.decoder_config import load_decoder_config
     from engine.memory import estimate_peak_bytes
     from engine.pipeline import Pipeline
     from engine.request import Song, SongRequest, Stage

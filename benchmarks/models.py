@@ -66,7 +66,7 @@ def random_transformer(cfg: ModelConfig, device: str, dtype: torch.dtype, seed: 
 
 
 def decoder_config(n_filters: int = 192) -> Any:
-    from engine.codec import DecoderConfig
+    from engine.decoder_config import DecoderConfig
     return DecoderConfig(d_latent=128, n_filters=n_filters, rates=(8, 8, 8, 4), out_channel=2, dim=128,
                          codebook_size=1024, num_quantizers=64)
 

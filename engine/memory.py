@@ -107,7 +107,7 @@ class DecoderShape:
 
     @classmethod
     def of(cls, cfg: Any) -> "DecoderShape":
-        """From an engine.codec.DecoderConfig (or anything with the same attributes)."""
+        """From an engine.decoder_config.DecoderConfig (or anything with the same attributes)."""
         return cls(cfg.d_latent, cfg.n_filters, tuple(cfg.rates), cfg.out_channel, cfg.num_quantizers,
                    cfg.codebook_size)
 

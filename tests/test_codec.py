@@ -14,7 +14,8 @@ import yaml
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from engine.codec import (HALO_FRAMES, DacDecoder, DecoderBlock, Snake, chunk_plan, decode_codes, decode_span, expected_decoder_tensors,
-                          fold_weight_norm, load_decoder, load_decoder_config, parse_decoder_config)
+                          fold_weight_norm, load_decoder)
+from engine.decoder_config import load_decoder_config, parse_decoder_config
 from engine.errors import Cancelled, ConfigError, RequestError, WeightsError
 from engine.request import CancelToken
 from engine.tiny_decoder import tiny_decoder_config, write_tiny_decoder
