@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 ROOT = Path(__file__).resolve().parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "engine" / "__init__.py").read_text()).group(1)
@@ -59,7 +59,7 @@ setup(
     version=VERSION,
     description="Khala for Mac: write full songs with the open Khala music model on your own Mac.",
     python_requires=">=3.10",
-    packages=["engine", "app"],
+    packages=find_packages(include=["engine", "engine.*", "app", "app.*"]),
     include_package_data=True,
     # py2app (0.28.9+) refuses install_requires; the build environment already has them.
     install_requires=[] if PY2APP else INSTALL_REQUIRES,

@@ -54,7 +54,7 @@ class FirstLaunchDialog(QDialog):
         self.setModal(False)
         self.folder = Path(folder)
         self.job: Job | None = None
-        from engine.weights import required_download_bytes
+        from engine.weights.folder import required_download_bytes
 
         try:
             need = required_download_bytes(self.folder)
@@ -105,7 +105,7 @@ class FirstLaunchDialog(QDialog):
             self.use_folder(Path(folder))
 
     def use_folder(self, folder: Path) -> bool:
-        from engine.weights import locate_weights
+        from engine.weights.folder import locate_weights
 
         try:
             locate_weights(folder)
@@ -120,7 +120,7 @@ class FirstLaunchDialog(QDialog):
     def start_download(self) -> None:
         if self.job is not None:
             return
-        from engine.download import download_weights
+        from engine.weights.download import download_weights
 
         folder = self.folder
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from app.audio_io import write_audio, write_json_atomic
-from app.library import SongRecord
-from app.waveform import compute_peaks, peaks_to_bytes
+from app.library.store import SongRecord
+from app.player.waveform import compute_peaks, peaks_to_bytes
 from engine.request import CancelToken, Song, SongRequest
 
 PipelineFactory = Callable[[Path], Any]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from app import paths
 from app.generate import PipelineProvider, real_pipeline_factory
-from app.library import Library
+from app.library.store import Library
 from app.settings import Settings
 
 
@@ -27,7 +27,7 @@ def pick_weights_dir(cli: Path | None, settings: Settings) -> Path | None:
         return cli.expanduser()
     if settings.weights_dir is not None:
         return settings.weights_dir
-    from engine.weights import default_weights_dir, locate_weights
+    from engine.weights.folder import default_weights_dir, locate_weights
 
     folder = default_weights_dir()
     try:

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from engine import memory
-from engine.config import load_config
-from engine.decoder_config import load_decoder_config
+from engine.model.config import load_config
+from engine.stages.decoder_config import load_decoder_config
 from engine.request import SongRequest
-from engine.weights import WeightPaths
+from engine.weights.folder import WeightPaths
 
 # The device and dtype the pipeline picks when the app passes none; engine.memory
 # resolves "auto" the way engine.device does, without importing torch.

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def export_song(src: Path, dest: Path, sidecar: dict) -> Path:
-    from app.player import read_audio_file
+    from app.player.player import read_audio_file
 
     frames, rate = read_audio_file(src)
     write_audio(dest, frames.T, rate)

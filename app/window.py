@@ -12,11 +12,11 @@ from PySide6.QtWidgets import (QApplication, QLabel, QMainWindow, QMessageBox, Q
 from app.compose import ComposePanel
 from app.generate import PipelineProvider
 from app.jobs import Job
-from app.library import Library
-from app.library_model import LibraryModel
-from app.library_view import LibraryView
-from app.player import Player
-from app.player_bar import PlayerBar
+from app.library.store import Library
+from app.library.model import LibraryModel
+from app.library.view import LibraryView
+from app.player.player import Player
+from app.player.bar import PlayerBar
 from app.progress import ProgressTracker
 from app.settings import Settings
 from app.window_generation import GenerationFooter, GenerationMixin
@@ -121,7 +121,7 @@ class MainWindow(GenerationMixin, QMainWindow):
 
     def open_first_launch(self) -> None:
         from app.first_launch import FirstLaunchDialog
-        from engine.weights import default_weights_dir
+        from engine.weights.folder import default_weights_dir
 
         dialog = FirstLaunchDialog(self.weights_dir or default_weights_dir(), self)
         dialog.weights_ready.connect(self.set_weights_dir)

@@ -24,7 +24,7 @@ def weights_problem(folder) -> str | None:
     if folder is None:
         return "The model is not downloaded yet. Choose File → Download Model…"
     try:
-        from engine.weights import locate_weights
+        from engine.weights.folder import locate_weights
 
         locate_weights(folder)
     except Exception as exc:  # noqa: BLE001 - WeightsError or anything odd: say it, don't crash

@@ -1,5 +1,5 @@
 """(a) Backbone decode speed against position, through the engine's own loop
-(engine.backbone.generate_audio_tokens: static KV cache, EOS check every 8 tokens).
+(engine.stages.backbone.generate_audio_tokens: static KV cache, EOS check every 8 tokens).
 
 Config keys: hidden, layers, heads, groups, ffn, prompt, new_tokens, window.
 Per-token time is taken from the loop's progress callback (every 8 tokens) and summarised
@@ -19,7 +19,7 @@ from benchmarks.models import random_transformer, transformer_config
 def main(argv: list[str] | None = None) -> None:
     args = parser(__doc__).parse_args(argv)
     c = setup(args)
-    from engine.backbone import generate_audio_tokens
+    from engine.stages.backbone import generate_audio_tokens
     from engine.request import CancelToken
     cfg = transformer_config("backbone", c.get("hidden", 512), c.get("layers", 8), c.get("heads", 8),
                              c.get("groups", 2), ffn=c.get("ffn"))

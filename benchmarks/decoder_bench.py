@@ -1,6 +1,6 @@
 """(c) DAC decoder: real-time factor and per-chunk memory.
 
-Config keys: n_filters (192 = real), frames, mode ("rtf": engine.codec.decode_codes on a
+Config keys: n_filters (192 = real), frames, mode ("rtf": engine.stages.codec.decode_codes on a
 song of ``frames`` frames; "mem": one chunk of ``frames`` through the convolutional
 decoder), sub (optional: decode the chunk in sub-windows of ``sub`` frames with a halo of
 ``halo`` frames of context on each side, cropped — the fix proposed for the real width),
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser(__doc__).parse_args(argv)
     c = setup(args)
     dtype = c.get("dtype", args.dtype)
-    from engine.codec import decode_codes
+    from engine.stages.codec import decode_codes
     dec = random_decoder(c["n_filters"], args.device, torch_dtype(dtype))
     frames = c["frames"]
     codes = torch.randint(0, 1024, (64, frames), generator=torch.Generator().manual_seed(0)).to(args.device)

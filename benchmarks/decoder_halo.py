@@ -17,8 +17,8 @@ from benchmarks.run import RESULTS
 
 
 def main() -> None:
-    from engine.codec import load_decoder
-    from engine.tiny_decoder import write_tiny_decoder
+    from engine.stages.codec import load_decoder
+    from engine.testing.tiny_decoder import write_tiny_decoder
     folder = Path(tempfile.mkdtemp(prefix="khala-halo-"))
     write_tiny_decoder(folder, seed=3)
     dec = load_decoder(folder / "decoder_weights.pt", folder / "decoder_config.yaml", "cpu", torch.float32)

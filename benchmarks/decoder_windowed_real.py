@@ -9,8 +9,8 @@ import time
 
 import torch
 
-from engine.codec import DacDecoder, decode_codes
-from engine.decoder_config import parse_decoder_config
+from engine.stages.codec import DacDecoder, decode_codes
+from engine.stages.decoder_config import parse_decoder_config
 
 def hwm() -> float:
     for line in open("/proc/self/status"):

@@ -30,9 +30,9 @@ LYRICS = "\n".join(["[verse]", "Walking down the empty road tonight", "Counting 
 def write_checkpoint(folder: Path, c: dict[str, Any]) -> dict[str, Any]:
     from safetensors.torch import save_file
 
-    import engine.tiny_decoder as td
-    from engine.config import megatron_args_for
-    from engine.tiny import bundled_llama3_tokenizer
+    import engine.testing.tiny_decoder as td
+    from engine.model.config import megatron_args_for
+    from engine.testing.tiny import bundled_llama3_tokenizer
     cfgs = {}
     for kind in ("backbone", "superres"):
         cfg = transformer_config(kind, c.get("hidden", 256), c.get("layers", 4), c.get("heads", 4),
@@ -57,7 +57,7 @@ def write_checkpoint(folder: Path, c: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     args = parser(__doc__).parse_args(argv)
     c = setup(args)
-    from engine.decoder_config import load_decoder_config
+    from engine.stages.decoder_config import load_decoder_config
     from engine.memory import estimate_peak_bytes
     from engine.pipeline import Pipeline
     from engine.request import Song, SongRequest, Stage

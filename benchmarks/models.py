@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from engine.config import ModelConfig
+from engine.model.config import ModelConfig
 
 EOS = 128001
 AUDIO = (128256, 130304)  # q0 and q1 ids of the backbone
@@ -32,7 +32,7 @@ def random_state(cfg: ModelConfig, dtype: torch.dtype, seed: int = 0) -> dict[st
     ids read it positively, EOS negatively, so a random model never samples EOS and a
     benchmark decodes exactly the tokens it asks for (the compute is unchanged).
     """
-    from engine.model import Transformer
+    from engine.model.transformer import Transformer
     g = torch.Generator().manual_seed(seed)
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in Transformer(cfg).state_dict().items()}
@@ -57,7 +57,7 @@ def random_state(cfg: ModelConfig, dtype: torch.dtype, seed: int = 0) -> dict[st
 
 
 def random_transformer(cfg: ModelConfig, device: str, dtype: torch.dtype, seed: int = 0) -> Any:
-    from engine.model import Transformer
+    from engine.model.transformer import Transformer
     with torch.device("meta"):
         model = Transformer(cfg)
     state = {k: v.to(device) for k, v in random_state(cfg, dtype, seed).items()}
@@ -66,13 +66,13 @@ def random_transformer(cfg: ModelConfig, device: str, dtype: torch.dtype, seed: 
 
 
 def decoder_config(n_filters: int = 192) -> Any:
-    from engine.decoder_config import DecoderConfig
+    from engine.stages.decoder_config import DecoderConfig
     return DecoderConfig(d_latent=128, n_filters=n_filters, rates=(8, 8, 8, 4), out_channel=2, dim=128,
                          codebook_size=1024, num_quantizers=64)
 
 
 def random_decoder(n_filters: int, device: str, dtype: torch.dtype, seed: int = 0) -> Any:
-    from engine.codec import DacDecoder
+    from engine.stages.codec import DacDecoder
     torch.manual_seed(seed)
     with torch.device("meta"):
         m = DacDecoder(decoder_config(n_filters))

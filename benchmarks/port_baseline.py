@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.backbone import CODEBOOK, EOS, Q0, Q1
-from engine.embedding import PAD_ID, PAD_LOOKUP
-from engine.model import Attention, Transformer, apply_rope, rope_tables
-from engine.sampling import sample_top_k
+from engine.stages.backbone import CODEBOOK, EOS, Q0, Q1
+from engine.model.embedding import PAD_ID, PAD_LOOKUP
+from engine.model.transformer import Attention, Transformer, apply_rope, rope_tables
+from engine.model.sampling import sample_top_k
 
 
 class GrowingKVCache:

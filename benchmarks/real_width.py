@@ -6,9 +6,9 @@ activations are freed before the next layer, so the memory peak is the same as t
 full pass; only the time is scaled), decode_steps (16).
 
 * load: write a real-size random backbone in the published format (bf16 safetensors +
-  args JSON) and load it with engine.loader.load_transformer in --dtype: resident weights
+  args JSON) and load it with engine.model.loader.load_transformer in --dtype: resident weights
   and the load transient.
-* backbone: engine.backbone.generate_audio_tokens with the KV cache the pipeline
+* backbone: engine.stages.backbone.generate_audio_tokens with the KV cache the pipeline
   allocates (prompt + 23 552 positions), prefill + ``decode_steps`` tokens, then cancelled.
   The cache is written once (fill_) right after allocation: on CPU the OS commits zeroed
   pages lazily, while MPS and CUDA commit the whole buffer at once.
@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     if stage == "load":
         from safetensors.torch import save_file
 
-        from engine.config import megatron_args_for
-        from engine.loader import load_transformer
+        from engine.model.config import megatron_args_for
+        from engine.model.loader import load_transformer
         folder = Path(tempfile.mkdtemp(prefix="khala-real-"))
         st, js = folder / "khala_backbone.safetensors", folder / "backbone_megatron_args.json"
         save_file(random_state(cfg, torch.bfloat16), str(st))
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     model = random_transformer(cfg, args.device, dtype)
     res["rss_loaded"] = current_rss()
     if stage == "backbone":
-        from engine.backbone import generate_audio_tokens
+        from engine.stages.backbone import generate_audio_tokens
         from engine.errors import Cancelled
         from engine.request import CancelToken
         steps = c.get("decode_steps", 16)
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
                    decode_s_per_token=(stamps[-1][1] - stamps[0][1]) / max(1, stamps[-1][0] - stamps[0][0]))
     else:
         from benchmarks.superres_pass import superres_tokens
-        from engine.sampling import sample_top_k
+        from engine.model.sampling import sample_top_k
         S, idx, k = P + frames, 32, c.get("layers_run", 2)
         tokens = superres_tokens(S, P, idx, args.device)
         all_layers = model.layers

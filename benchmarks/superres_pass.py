@@ -1,4 +1,4 @@
-"""(b) One super-res pass (the body of engine.superres.expand_codes: bidirectional
+"""(b) One super-res pass (the body of engine.stages.superres.expand_codes: bidirectional
 model.hidden over columns 0..idx-1, 1024-row float32 logits of the audio rows, top-10
 sample) against sequence length S = text + frames.
 
@@ -32,7 +32,7 @@ def superres_tokens(S: int, text: int, idx: int, device: str) -> torch.Tensor:
 def main(argv: list[str] | None = None) -> None:
     args = parser(__doc__).parse_args(argv)
     c = setup(args)
-    from engine.sampling import sample_top_k
+    from engine.model.sampling import sample_top_k
     cfg = transformer_config("superres", c.get("hidden", 512), c.get("layers", 8), c.get("heads", 8),
                              c.get("groups", 2), ffn=c.get("ffn"))
     model = random_transformer(cfg, args.device, torch_dtype(args.dtype))

@@ -6,7 +6,7 @@
 One configuration per process (``--config JSON``), as benchmarks.run:
 * part "decode": backbone decode ms/token around position ``pos`` (prompt of pos−52 tokens,
   96 tokens decoded, timed every 8 tokens after the first 8; median step), impl "ours"
-  (engine.backbone.generate_audio_tokens), "port", or "port_subvocab" (every port cost but
+  (engine.stages.backbone.generate_audio_tokens), "port", or "port_subvocab" (every port cost but
   the whole-vocab logits);
 * part "superres": one pass (hidden + 1024-row logits + top-10 sample) at S, idx 32, impl
   "ours" (Transformer.hidden) or "port"; time and the resident high-water mark.
@@ -34,7 +34,7 @@ WINDOW, STEP = 96, 8  # tokens decoded per run; timed every STEP tokens after th
 
 def _decode(c: dict[str, Any], repeats: int, dtype: torch.dtype) -> dict[str, Any]:
     from benchmarks.port_baseline import port_generate
-    from engine.backbone import generate_audio_tokens
+    from engine.stages.backbone import generate_audio_tokens
     from engine.request import CancelToken
     model = random_transformer(transformer_config("backbone", **WIDTH), "cpu", dtype)
 
@@ -64,7 +64,7 @@ def _decode(c: dict[str, Any], repeats: int, dtype: torch.dtype) -> dict[str, An
 def _superres(c: dict[str, Any], repeats: int, dtype: torch.dtype) -> dict[str, Any]:
     from benchmarks.port_baseline import port_superres_pass
     from benchmarks.superres_pass import superres_tokens
-    from engine.sampling import sample_top_k
+    from engine.model.sampling import sample_top_k
     model = random_transformer(transformer_config("superres", **WIDTH), "cpu", dtype)
     S, T, idx = c["S"], PROMPT, 32
     tokens = superres_tokens(S, T, idx, "cpu")

@@ -26,8 +26,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from engine.prompt import BACKBONE_CAP as BACKBONE_PROMPT_CAP
-from engine.prompt import SUPERRES_CAP as SUPERRES_PROMPT_CAP
+from engine.prompt.template import BACKBONE_CAP as BACKBONE_PROMPT_CAP
+from engine.prompt.template import SUPERRES_CAP as SUPERRES_PROMPT_CAP
 from engine.request import SAMPLES_PER_FRAME, UPSTREAM_TOKEN_CAP, expected_tokens
 
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "half": 2, "bfloat16": 2, "bf16": 2}
@@ -76,7 +76,7 @@ class TransformerShape:
 
     @classmethod
     def of(cls, cfg: Any) -> "TransformerShape":
-        """From an engine.config.ModelConfig (or anything with the same attributes)."""
+        """From an engine.model.config.ModelConfig (or anything with the same attributes)."""
         return cls(cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.num_kv_groups, cfg.head_dim,
                    cfg.ffn_hidden_size, cfg.padded_vocab_size)
 
@@ -107,7 +107,7 @@ class DecoderShape:
 
     @classmethod
     def of(cls, cfg: Any) -> "DecoderShape":
-        """From an engine.decoder_config.DecoderConfig (or anything with the same attributes)."""
+        """From an engine.stages.decoder_config.DecoderConfig (or anything with the same attributes)."""
         return cls(cfg.d_latent, cfg.n_filters, tuple(cfg.rates), cfg.out_channel, cfg.num_quantizers,
                    cfg.codebook_size)
 

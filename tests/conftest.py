@@ -12,7 +12,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine.tiny import write_tiny_weights
+    from engine.testing.tiny import write_tiny_weights
     return write_tiny_weights(tmp_path_factory.mktemp("tiny-weights"), seed=0)
 
 

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from engine import attention as attn_mod
-from engine.attention import attention
+from engine.model import attention as attn_mod
+from engine.model.attention import attention
 
 
 def reference(q, k, v, *, causal=False, q_start=0, pad=None):

@@ -13,12 +13,12 @@ import torch.nn.functional as F
 import yaml
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from engine.codec import (HALO_FRAMES, DacDecoder, DecoderBlock, Snake, chunk_plan, decode_codes, decode_span, expected_decoder_tensors,
+from engine.stages.codec import (HALO_FRAMES, DacDecoder, DecoderBlock, Snake, chunk_plan, decode_codes, decode_span, expected_decoder_tensors,
                           fold_weight_norm, load_decoder)
-from engine.decoder_config import load_decoder_config, parse_decoder_config
+from engine.stages.decoder_config import load_decoder_config, parse_decoder_config
 from engine.errors import Cancelled, ConfigError, RequestError, WeightsError
 from engine.request import CancelToken
-from engine.tiny_decoder import tiny_decoder_config, write_tiny_decoder
+from engine.testing.tiny_decoder import tiny_decoder_config, write_tiny_decoder
 
 REAL_CONFIG = {
     "encoder": {"input_channel": 2, "n_filters": 128, "strides": [4, 8, 8, 8], "d_latent": 128},

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from engine.config import ModelConfig, load_config, megatron_args_for
+from engine.model.config import ModelConfig, load_config, megatron_args_for
 from engine.errors import ConfigError
 
 REAL = ModelConfig(hidden_size=2048, num_layers=24, num_heads=32, num_kv_groups=8, head_dim=64,

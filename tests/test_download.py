@@ -1,4 +1,4 @@
-"""engine.download against the real huggingface_hub client and a fake Hub on 127.0.0.1."""
+"""engine.weights.download against the real huggingface_hub client and a fake Hub on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants
 
-from engine.download import DownloadProgress, download_weights
+from engine.weights.download import DownloadProgress, download_weights
 from engine.errors import Cancelled, WeightsError
 from engine.request import CancelToken
-from engine.weights import (ALL_FILES, PARTIAL_DIR, RECORD_FILE, locate_weights, read_record, verify_weights,
+from engine.weights.folder import (ALL_FILES, PARTIAL_DIR, RECORD_FILE, locate_weights, read_record, verify_weights,
                             weights_status)
 from hub_server import FakeHub, Fault, make_weight_files
 
@@ -238,7 +238,7 @@ def test_hf_cache_is_used_instead_of_downloading(hub: FakeHub, tmp_path: Path) -
 
 
 def test_cancel_leaves_nothing_complete_and_resumes(hub: FakeHub, tmp_path: Path, monkeypatch) -> None:
-    import engine.download as download
+    import engine.weights.download as download
     monkeypatch.setattr(download, "PROGRESS_EVERY_S", 0.0)
     folder, token = tmp_path / "w", CancelToken()
     hub.faults[BACKBONE] = Fault(drop_after=len(FILES[BACKBONE]) // 2)  # so that a part is on disk
@@ -297,8 +297,8 @@ def test_second_concurrent_download_is_refused(hub: FakeHub, tmp_path: Path) -> 
 def test_tokenizer_from_hub_when_no_package(hub: FakeHub, tmp_path: Path, monkeypatch) -> None:
     import dataclasses
 
-    import engine.download as download
-    from engine.weights import TokenizerSource, load_manifest
+    import engine.weights.download as download
+    from engine.weights.manifest import TokenizerSource, load_manifest
     from hub_server import HubFile
 
     real = load_manifest()

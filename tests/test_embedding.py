@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.embedding import PAD_LOOKUP, MultiCodebookEmbedding
+from engine.model.embedding import PAD_LOOKUP, MultiCodebookEmbedding
 
 V, H = PAD_LOOKUP + 50, 6
 

@@ -5,8 +5,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from engine.errors import ConfigError, WeightsError
-from engine.loader import load_transformer
-from engine.tiny_transformer import tiny_config, write_tiny_transformer
+from engine.model.loader import load_transformer
+from engine.testing.tiny_transformer import tiny_config, write_tiny_transformer
 
 
 @pytest.fixture(scope="module")

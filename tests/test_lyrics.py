@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.lyrics import clean_lyrics
+from engine.prompt.lyrics import clean_lyrics
 
 FULL_WIDTH = {
     "！": "!", "＂": '"', "＃": "#", "＄": "$", "％": "%", "＆": "&", "＇": "'", "（": "(", "）": ")",

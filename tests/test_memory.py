@@ -75,7 +75,7 @@ def test_superres_memory_is_linear_not_quadratic_in_length() -> None:
 
 
 def test_config_objects_are_accepted() -> None:
-    from engine.config import ModelConfig
+    from engine.model.config import ModelConfig
     cfg = ModelConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_groups=2, head_dim=16, ffn_hidden_size=96,
                       norm_eps=1e-6, rope_base=5e5, vocab_size=130304, padded_vocab_size=130432, max_positions=4096)
     small = estimate_peak_bytes(req(), device="cpu", dtype="float32", backbone_cfg=cfg)
@@ -123,12 +123,12 @@ def test_estimate_within_20_percent_of_a_measured_stage() -> None:
 
 
 def test_estimate_follows_the_codec_window_and_float32_decoder(monkeypatch) -> None:
-    import engine.codec as codec
+    import engine.stages.codec as codec
     import engine.memory as memory
     from engine.request import SongRequest
     import inspect
 
-    import engine.attention as attention
+    import engine.model.attention as attention
     assert (memory.CODEC_WINDOW_FRAMES, memory.CODEC_HALO_FRAMES) == (codec.WINDOW_FRAMES, codec.HALO_FRAMES)
     assert memory.CHUNK_FRAMES == codec.CHUNK_FRAMES and memory.SCORE_BUDGET == attention.SCORE_BUDGET
     assert memory.ATTN_BLOCK == inspect.signature(attention.attention).parameters["block_size"].default

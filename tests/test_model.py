@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from engine.config import ModelConfig
-from engine.model import RMSNorm, Transformer, apply_rope, rope_tables
+from engine.model.config import ModelConfig
+from engine.model.transformer import RMSNorm, Transformer, apply_rope, rope_tables
 
 SPEC_NAMES = ["input_norm.weight"] + [f"attn.{p}_proj.{w}" for p in "qkvo" for w in ("weight", "bias")] + \
     ["post_attn_norm.weight"] + [f"mlp.{p}_proj.{w}" for p in ("gate", "up", "down") for w in ("weight", "bias")]

@@ -164,9 +164,9 @@ def test_whole_run_creates_no_float64_tensor(tiny_weights: Path) -> None:
 
 
 def test_truncated_prompt_is_reported(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.prompt
-    monkeypatch.setattr(engine.prompt, "BACKBONE_CAP", 48)  # the real 4096 only costs time here
-    monkeypatch.setattr(engine.prompt, "SUPERRES_CAP", 32)
+    import engine.prompt.template
+    monkeypatch.setattr(engine.prompt.template, "BACKBONE_CAP", 48)  # the real 4096 only costs time here
+    monkeypatch.setattr(engine.prompt.template, "SUPERRES_CAP", 32)
     long_lyrics = "\n".join(["word " * 10] * 8)
     request = SongRequest(**{**REQ.to_dict(), "lyrics": long_lyrics, "max_tokens": 4})
     events = run(pipeline, request)

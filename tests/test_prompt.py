@@ -12,10 +12,10 @@ import pytest
 from tokenizers import Tokenizer as RawTokenizer
 
 from engine.errors import PromptError, RequestError
-from engine.prompt import (BACKBONE_CAP, SUPERRES_CAP, PromptPair, build_prompt_texts, build_prompts,
+from engine.prompt.template import (BACKBONE_CAP, SUPERRES_CAP, PromptPair, build_prompt_texts, build_prompts,
                            count_tokens, read_lyrics_file)
 from engine.request import SongRequest
-from engine.tokenizer import Tokenizer
+from engine.prompt.tokenizer import Tokenizer
 from tokenizer_files import llama31_tokenizer_json, llama32_tokenizer_json
 
 BOS, EOM, BOL, EOL, EOT, BOA = 128000, 128008, 128006, 128007, 128009, 128010

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from engine.sampling import sample_top_k
+from engine.model.sampling import sample_top_k
 
 
 def _gen(seed: int = 0) -> torch.Generator:

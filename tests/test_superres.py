@@ -2,14 +2,14 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import engine.superres as sr
-from engine.backbone import generate_audio_tokens
+import engine.stages.superres as sr
+from engine.stages.backbone import generate_audio_tokens
 from engine.errors import Cancelled
-from engine.loader import load_transformer
-from engine.model import Transformer
+from engine.model.loader import load_transformer
+from engine.model.transformer import Transformer
 from engine.request import CancelToken
-from engine.superres import expand_codes
-from engine.tiny_transformer import tiny_config, tiny_state_dict, write_tiny_transformer
+from engine.stages.superres import expand_codes
+from engine.testing.tiny_transformer import tiny_config, tiny_state_dict, write_tiny_transformer
 
 TEXT = [128000, 40, 41, 128008, 128010, 128009, 128010]  # ends with the BOA row
 A = 9

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer as RawTokenizer
 
-from engine import special_tokens as st
+from engine.prompt import special_tokens as st
 from engine.errors import PromptError
-from engine.tokenizer import Tokenizer, validate_tokenizer_json
+from engine.prompt.tokenizer import Tokenizer, validate_tokenizer_json
 from tokenizer_files import llama31_tokenizer_json, llama32_tokenizer_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,6 +195,6 @@ def test_decode(tok: Tokenizer) -> None:
 
 
 def test_engine_prompt_modules_do_not_import_torch() -> None:
-    code = ("import sys, engine.prompt, engine.tokenizer, engine.lyrics, engine.special_tokens; "
+    code = ("import sys, engine.prompt.template, engine.prompt.tokenizer, engine.prompt.lyrics, engine.prompt.special_tokens; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0

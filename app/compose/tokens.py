@@ -1,10 +1,10 @@
-"""Live prompt token count for the lyrics editor (engine.prompt + the weights' tokenizer)."""
+"""Live prompt token count for the lyrics editor (engine.prompt.template + the weights' tokenizer)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from engine.prompt import BACKBONE_CAP, SUPERRES_CAP, count_tokens
+from engine.prompt.template import BACKBONE_CAP, SUPERRES_CAP, count_tokens
 from engine.request import SongRequest
 
 
@@ -31,7 +31,7 @@ class TokenCounter:
             path = Path(self._weights_dir) / "tokenizer.json"
             if path.is_file():
                 try:
-                    from engine.tokenizer import Tokenizer
+                    from engine.prompt.tokenizer import Tokenizer
 
                     self._tokenizer = Tokenizer.from_file(path)
                 except Exception:  # noqa: BLE001 - a bad tokenizer file: fall back to the estimate

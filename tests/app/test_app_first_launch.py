@@ -30,7 +30,7 @@ def hub(monkeypatch, tmp_path):
 
 
 def test_download_cancel_resume_then_ready(qtbot, hub, settings, tmp_path, monkeypatch):
-    import engine.download as download
+    import engine.weights.download as download
     from conftest import make_window
 
     monkeypatch.setattr(download, "PROGRESS_EVERY_S", 0.0)
@@ -63,7 +63,7 @@ def test_download_cancel_resume_then_ready(qtbot, hub, settings, tmp_path, monke
 
 def test_use_existing_folder_checks_it(qtbot, hub, settings, tmp_path):
     from conftest import make_window
-    from engine.download import download_weights
+    from engine.weights.download import download_weights
 
     w, _ = make_window(qtbot, settings, None, lambda folder: None)
     w.open_first_launch()

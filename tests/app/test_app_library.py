@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from app.library import Library, SongRecord
-from app.library_model import LibraryModel
+from app.library.store import Library, SongRecord
+from app.library.model import LibraryModel
 
 
 def _song(folder: Path, name: str, fmt: str = "wav") -> Path:

@@ -50,7 +50,7 @@ def test_play_sends_samples_to_portaudio(qtbot, fake_window):
 
 
 def test_pause_seek_and_position(qtbot):
-    from app.player import Player
+    from app.player.player import Player
 
     player = Player()
     frames = (np.random.default_rng(0).standard_normal((44_100 * 4, 2)) * 0.1).astype(np.float32)

@@ -10,8 +10,8 @@ from typing import Literal
 import torch
 from safetensors.torch import save_file
 
-from engine.config import ModelConfig, megatron_args_for
-from engine.model import Transformer
+from engine.model.config import ModelConfig, megatron_args_for
+from engine.model.transformer import Transformer
 
 Kind = Literal["backbone", "superres"]
 _VOCAB = {"backbone": (130304, 130432), "superres": (193792, 193792)}

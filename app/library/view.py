@@ -8,9 +8,9 @@ from PySide6.QtCore import QModelIndex, QRect, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPalette
 from PySide6.QtWidgets import QAbstractItemView, QListView, QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
-from app.library import SongRecord
-from app.library_model import RecordRole
-from app.waveform import paint_peaks, peaks_from_bytes
+from app.library.store import SongRecord
+from app.library.model import RecordRole
+from app.player.waveform import paint_peaks, peaks_from_bytes
 
 EMPTY_TEXT = "No songs yet — describe one on the left and press Generate"
 ROW_HEIGHT = 64

@@ -11,7 +11,7 @@ import yaml
 
 from engine.errors import ConfigError
 from engine.request import SAMPLES_PER_FRAME
-from engine.special_tokens import CODEBOOK_SIZE
+from engine.prompt.special_tokens import CODEBOOK_SIZE
 
 NUM_QUANTIZERS = 64
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSlider, QWidget
 
-from app.library_view import format_length
-from app.player import Player
+from app.library.view import format_length
+from app.player.player import Player
 
 
 class PlayerBar(QWidget):

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.decoder_config import NUM_QUANTIZERS, DecoderConfig, load_decoder_config
+from engine.stages.decoder_config import NUM_QUANTIZERS, DecoderConfig, load_decoder_config
 from engine.errors import RequestError, WeightsError
 from engine.request import CancelToken
-from engine.special_tokens import CODEBOOK_SIZE
+from engine.prompt.special_tokens import CODEBOOK_SIZE
 CHUNK_FRAMES = 1920
 OVERLAP_FRAMES = 480
 # Frames per decoder call inside a chunk, and the context kept on each side (see decode_span).

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 import yaml
 
-from engine.codec import codebook_names, expected_decoder_tensors
-from engine.decoder_config import parse_decoder_config
+from engine.stages.codec import codebook_names, expected_decoder_tensors
+from engine.stages.decoder_config import parse_decoder_config
 
 OUTPUT_GAIN = 0.02
 

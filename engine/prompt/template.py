@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Protocol
 
 from engine.errors import PromptError, RequestError
-from engine.lyrics import clean_lyrics
+from engine.prompt.lyrics import clean_lyrics
 from engine.request import DURATION_RANGE, SongRequest
-from engine.special_tokens import BOA_TEXT, BOL_TEXT, BOS_TEXT, EOL_TEXT, EOM_TEXT, EOT_TEXT, duration_token
+from engine.prompt.special_tokens import BOA_TEXT, BOL_TEXT, BOS_TEXT, EOL_TEXT, EOM_TEXT, EOT_TEXT, duration_token
 
 BACKBONE_CAP = 4096
 SUPERRES_CAP = 2048

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from engine.config import ModelConfig
+from engine.model.config import ModelConfig
 
 
 class KVCache:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.special_tokens import PAD_LOOKUP
+from engine.prompt.special_tokens import PAD_LOOKUP
 
 PAD_ID = -1
 

@@ -3,7 +3,7 @@
 Real token layout (vocabularies, codebooks, special ids), tiny width: the whole pipeline runs
 in seconds on a laptop CPU. The music is noise, of course.
 
-    python -m engine.tiny DIR [--seed N]
+    python -m engine.testing.tiny DIR [--seed N]
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from engine.download import local_tokenizer
+from engine.weights.download import local_tokenizer
 from engine.errors import WeightsError
-from engine.tiny_decoder import write_tiny_decoder
-from engine.tiny_transformer import write_tiny_transformer
+from engine.testing.tiny_decoder import write_tiny_decoder
+from engine.testing.tiny_transformer import write_tiny_transformer
 
 
 def bundled_llama3_tokenizer() -> Path:
@@ -39,7 +39,7 @@ def write_tiny_weights(folder: Path | str, seed: int = 0) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.tiny", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m engine.testing.tiny", description=__doc__.splitlines()[0])
     parser.add_argument("dir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

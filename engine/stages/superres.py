@@ -16,11 +16,11 @@ import torch
 from torch import Tensor
 
 from engine.errors import ConfigError
-from engine.model import Transformer
+from engine.model.transformer import Transformer
 from engine.request import CancelToken
-from engine.sampling import sample_top_k
-from engine.special_tokens import AUDIO_BASE
-from engine.special_tokens import CODEBOOK_SIZE as CODEBOOK
+from engine.model.sampling import sample_top_k
+from engine.prompt.special_tokens import AUDIO_BASE
+from engine.prompt.special_tokens import CODEBOOK_SIZE as CODEBOOK
 
 NUM_Q = 64
 TASK_MARKER_BASE = 128255  # pass idx uses 128255 - idx

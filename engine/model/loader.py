@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from engine.config import load_config
+from engine.model.config import load_config
 from engine.errors import WeightsError
-from engine.model import Transformer
+from engine.model.transformer import Transformer
 
 
 def load_transformer(safetensors_path: Path | str, args_path: Path | str, device: torch.device | str,

@@ -45,7 +45,7 @@ def _add_dir(p: argparse.ArgumentParser) -> None:
 
 
 def _folder(args: argparse.Namespace) -> Path:
-    from engine.weights import default_weights_dir
+    from engine.weights.folder import default_weights_dir
     return (args.dir or default_weights_dir()).expanduser()
 
 
@@ -69,7 +69,7 @@ class DownloadBar:
     def __init__(self, stream: TextIO | None = None, width: int = 24) -> None:
         self.stream, self.width, self.dirty = stream or sys.stderr, width, False
 
-    def __call__(self, p) -> None:  # p: engine.download.DownloadProgress
+    def __call__(self, p) -> None:  # p: engine.weights.download.DownloadProgress
         total = max(p.bytes_total, 1)
         filled = int(self.width * min(p.bytes_done / total, 1.0))
         what = "verifying " if p.phase == "verify" else ""
@@ -86,8 +86,8 @@ class DownloadBar:
 
 
 def cmd_weights_download(args: argparse.Namespace) -> int:
-    from engine.download import download_weights
-    from engine.weights import required_download_bytes
+    from engine.weights.download import download_weights
+    from engine.weights.folder import required_download_bytes
 
     folder = _folder(args)
     bar = None if args.quiet else DownloadBar()
@@ -105,7 +105,7 @@ def cmd_weights_download(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_verify(args: argparse.Namespace) -> int:
-    from engine.weights import ALL_FILES, verify_weights
+    from engine.weights.folder import ALL_FILES, verify_weights
 
     folder = _folder(args)
     if not folder.is_dir():
@@ -134,7 +134,7 @@ def cmd_weights_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_path(args: argparse.Namespace) -> int:
-    from engine.weights import weights_status
+    from engine.weights.folder import weights_status
 
     folder = _folder(args)
     status = weights_status(folder)

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 from tokenizers import Tokenizer as _BPE
 
 from engine.errors import PromptError
-from engine.special_tokens import AUDIO_BASE, CODEBOOK_SIZE, ID_TO_SPECIAL, SPECIAL_TOKENS
+from engine.prompt.special_tokens import AUDIO_BASE, CODEBOOK_SIZE, ID_TO_SPECIAL, SPECIAL_TOKENS
 
 TEXT_VOCAB_SIZE = 128_000
 # Ids every Llama-3 BPE vocabulary has (checked against the real file).

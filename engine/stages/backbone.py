@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine.errors import ConfigError
-from engine.model import Transformer
+from engine.model.transformer import Transformer
 from engine.request import CancelToken
-from engine.sampling import sample_top_k
-from engine.special_tokens import AUDIO_BASE, EOS
-from engine.special_tokens import CODEBOOK_SIZE as CODEBOOK
+from engine.model.sampling import sample_top_k
+from engine.prompt.special_tokens import AUDIO_BASE, EOS
+from engine.prompt.special_tokens import CODEBOOK_SIZE as CODEBOOK
 
 Q0 = AUDIO_BASE  # q0 ids: Q0..Q0+1023
 Q1 = AUDIO_BASE + CODEBOOK  # q1 ids: Q1..Q1+1023

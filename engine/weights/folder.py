@@ -1,7 +1,7 @@
 """The weights folder: the six published files plus ``tokenizer.json``.
 
 Where it lives, whether it is complete, and whether each file is intact. Imports neither torch
-nor the network stack (``engine.download`` fetches), so the app can call it at start-up.
+nor the network stack (``engine.weights.download`` fetches), so the app can call it at start-up.
 
 Integrity rests on ``.khala-verified.json`` in the folder: a file is listed there only after its
 size and SHA-256 (or git SHA-1) matched the Hub's metadata. ``locate_weights`` stays fast (no
@@ -22,61 +22,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from engine.errors import PromptError, WeightsError
+from engine.weights.manifest import TOKENIZER_FILE, WEIGHT_FILES, load_manifest
 
-WEIGHT_FILES = (
-    "khala_backbone.safetensors",
-    "backbone_megatron_args.json",
-    "khala_superres.safetensors",
-    "superres_megatron_args.json",
-    "decoder_weights.pt",
-    "decoder_config.yaml",
-)
-TOKENIZER_FILE = "tokenizer.json"
 ALL_FILES = WEIGHT_FILES + (TOKENIZER_FILE,)
 RECORD_FILE = ".khala-verified.json"
 PARTIAL_DIR = ".khala-partial"
-MANIFEST_PATH = Path(os.environ.get("KHALA_MANIFEST")
-                     or Path(__file__).resolve().parent.parent / "resources" / "model_manifest.json")
 
 HASH_BLOCK = 4 << 20
-
-
-# -- manifest ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TokenizerSource:
-    type: str  # "bundled_file" (next to the manifest), "python_package" or "hub"
-    distribution: str = ""
-    module: str = ""
-    path: str = ""
-    repo: str = ""
-    revision: str = "main"
-    file: str = TOKENIZER_FILE
-
-
-@dataclass(frozen=True)
-class Manifest:
-    repo: str
-    revision: str
-    approx_total_gb: float
-    approx_bytes: dict[str, int | None]
-    tokenizer_sources: tuple[TokenizerSource, ...]
-
-
-@lru_cache(maxsize=4)
-def load_manifest(path: Path | str | None = None) -> Manifest:
-    path = Path(path or MANIFEST_PATH)
-    try:
-        raw = json.loads(path.read_text())
-        sizes = {f["name"]: f.get("size") or f.get("approx_bytes") for f in raw["files"]}
-        sizes[TOKENIZER_FILE] = raw["tokenizer"].get("approx_bytes")
-        known = set(TokenizerSource.__dataclass_fields__)
-        sources = tuple(TokenizerSource(**{k: v for k, v in s.items() if k in known})
-                        for s in raw["tokenizer"]["sources"])
-        return Manifest(repo=raw["repo"], revision=raw.get("revision") or "main",
-                        approx_total_gb=float(raw.get("approx_total_gb", 7.0)),
-                        approx_bytes=sizes, tokenizer_sources=sources)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise WeightsError(f"Cannot read the model manifest {path}: {error}") from None
 
 
 # -- where -----------------------------------------------------------------------------------------
@@ -212,7 +164,7 @@ def check_tokenizer_json(path: Path, *, full: bool = False) -> str | None:
 
 @lru_cache(maxsize=32)
 def _tokenizer_problem(path_str: str, size: int, mtime_ns: int, full: bool) -> str | None:
-    from engine.tokenizer import Tokenizer, bpe_problem
+    from engine.prompt.tokenizer import Tokenizer, bpe_problem
 
     try:
         data = json.loads(Path(path_str).read_bytes())

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
 
     try:
-        from engine.weights_cli import add_weights_commands
+        from engine.weights.cli import add_weights_commands
     except ImportError:
         pass
     else:
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def request_from_args(args: argparse.Namespace) -> SongRequest:
-    from engine.prompt import read_lyrics_file
+    from engine.prompt.template import read_lyrics_file
     lyrics = args.lyrics if args.lyrics is not None else ""
     if args.lyrics_file is not None:
         lyrics = read_lyrics_file(args.lyrics_file)
@@ -120,7 +120,7 @@ def check_output_path(path: Path, suffixes: Sequence[str]) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from engine.pipeline import Pipeline
-    from engine.progress_bar import ProgressBar
+    from engine.cli.progress_bar import ProgressBar
 
     request = request_from_args(args)
     request.validate()
@@ -163,8 +163,8 @@ def _run_generation(args: argparse.Namespace, pipeline, request: SongRequest, ba
 
 
 def cmd_prompt(args: argparse.Namespace) -> int:
-    from engine.prompt import build_prompts
-    from engine.tokenizer import Tokenizer
+    from engine.prompt.template import build_prompts
+    from engine.prompt.tokenizer import Tokenizer
     request = request_from_args(args)
     if args.tokenizer is not None:
         tok_path = args.tokenizer
@@ -181,11 +181,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
     from engine.audio import write_audio
-    from engine.codec import check_codes, decode_codes, load_decoder
+    from engine.stages.codec import check_codes, decode_codes, load_decoder
     from engine.device import pick_decoder_dtype, pick_device
     from engine.errors import RequestError
     from engine.request import SAMPLE_RATE
-    from engine.weights import locate_weights
+    from engine.weights.folder import locate_weights
 
     check_output_path(args.out, AUDIO_SUFFIXES)
     try:
@@ -210,7 +210,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny(args: argparse.Namespace) -> int:
-    from engine.tiny import write_tiny_weights
+    from engine.testing.tiny import write_tiny_weights
     folder = write_tiny_weights(args.dir, seed=args.seed)
     print(f"wrote a tiny random checkpoint to {folder}", file=sys.stderr)
     return 0

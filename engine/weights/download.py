@@ -31,10 +31,9 @@ from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_st
 
 from engine.errors import WeightsError
 from engine.request import CancelToken
-from engine.weights import (MANIFEST_PATH, PARTIAL_DIR, TOKENIZER_FILE, WEIGHT_FILES, TokenizerSource, WeightPaths,
-                            check_file, check_tokenizer_json, default_weights_dir, file_digests,
-                            forget_file, is_recorded, load_manifest, locate_weights, read_record,
-                            record_file)
+from engine.weights.folder import (PARTIAL_DIR, WeightPaths, check_file, check_tokenizer_json, default_weights_dir,
+                                   file_digests, forget_file, is_recorded, locate_weights, read_record, record_file)
+from engine.weights.manifest import MANIFEST_PATH, TOKENIZER_FILE, WEIGHT_FILES, TokenizerSource, load_manifest
 
 try:  # huggingface_hub's HTTP client: httpx2 in this release line, httpx in 1.x
     import httpx2 as _http

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.attention import attention
-from engine.config import ModelConfig
-from engine.embedding import MultiCodebookEmbedding
-from engine.kv_cache import KVCache
+from engine.model.attention import attention
+from engine.model.config import ModelConfig
+from engine.model.embedding import MultiCodebookEmbedding
+from engine.model.kv_cache import KVCache
 
 
 class RMSNorm(nn.Module):

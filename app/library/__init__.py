@@ -1,0 +1,1 @@
+"""The song library: SQLite store, list model, and the view with drag-out."""

@@ -1,0 +1,1 @@
+"""Playback over sounddevice, the player bar, waveform thumbnails."""

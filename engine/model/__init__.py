@@ -1,0 +1,1 @@
+"""The transformer both stages share: config, layers, attention, KV cache, embedding, sampling, strict loader."""

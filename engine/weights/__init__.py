@@ -1,0 +1,1 @@
+"""The weights folder: manifest, locate and verify, resumable download, and `khala weights`."""
