@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterator
 from app.audio_io import write_audio, write_json_atomic
 from app.library.store import SongRecord
 from app.player.waveform import compute_peaks, peaks_to_bytes
-from engine.request import CancelToken, Song, SongRequest
+from engine.request import SongRequest
+from engine.events import CancelToken, Song
 
 PipelineFactory = Callable[[Path], Any]
 

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 from PySide6.QtCore import QObject, QThread, Signal
 
 from engine.errors import Cancelled, KhalaError
-from engine.request import CancelToken
+from engine.events import CancelToken
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from engine.request import Progress, Stage
+from engine.events import Progress, Stage
 
 STAGE_LABELS = {
     "load_backbone": "Loading the song model",
@@ -99,8 +99,9 @@ class ProgressTracker:
     def fraction(self) -> float:
         before = sum(STAGE_WEIGHTS[s] for s in STAGE_ORDER[:STAGE_ORDER.index(self.stage)]) \
             if self.stage in STAGE_WEIGHTS else 0.0
-        # the pipeline runs stage-major: every variation's backbone, then every super-res…
-        within = STAGE_WEIGHTS.get(self.stage, 0.0) * (self.variation + self._stage_frac) / self.variations
+        # the pipeline runs stage-major; a stage without a variation works on all of them at once
+        share = self._stage_frac if self.variation is None else (self.variation + self._stage_frac) / self.variations
+        within = STAGE_WEIGHTS.get(self.stage, 0.0) * share
         return min(1.0, before + within)
 
     def eta(self) -> float | None:
@@ -127,7 +128,7 @@ class ProgressTracker:
 
     def snapshot(self) -> Snapshot:
         label = STAGE_LABELS.get(self.stage, self.stage.replace("_", " ").capitalize() or "Starting")
-        if self.variations > 1:
+        if self.variations > 1 and self.variation is not None:
             label = f"{label} (song {self.variation + 1} of {self.variations})"
         percent = int(self.fraction() * 100)
         units = self._units()

@@ -14,7 +14,8 @@ from app.generate import SavedSong, generation_work
 from app.jobs import Job
 from app.progress import ProgressTracker
 from engine.errors import KhalaError
-from engine.request import Log, Progress, SongRequest, Stage
+from engine.request import SongRequest
+from engine.events import Log, Progress, Stage
 
 if TYPE_CHECKING:
     from app.window import MainWindow

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser(__doc__).parse_args(argv)
     c = setup(args)
     from engine.stages.backbone import generate_audio_tokens
-    from engine.request import CancelToken
+    from engine.events import CancelToken
     cfg = transformer_config("backbone", c.get("hidden", 512), c.get("layers", 8), c.get("heads", 8),
                              c.get("groups", 2), ffn=c.get("ffn"))
     model = random_transformer(cfg, args.device, torch_dtype(args.dtype))

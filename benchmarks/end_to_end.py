@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     from engine.stages.decoder_config import load_decoder_config
     from engine.memory import estimate_peak_bytes
     from engine.pipeline import Pipeline
-    from engine.request import Song, SongRequest, Stage
+    from engine.request import SongRequest
+    from engine.events import Song, Stage
     minutes = c.get("minutes", 2)
     folder = Path(tempfile.mkdtemp(prefix="khala-bench-"))
     try:

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     if stage == "backbone":
         from engine.stages.backbone import generate_audio_tokens
         from engine.errors import Cancelled
-        from engine.request import CancelToken
+        from engine.events import CancelToken
         steps = c.get("decode_steps", 16)
         new_cache = model.new_cache
 

@@ -35,7 +35,7 @@ WINDOW, STEP = 96, 8  # tokens decoded per run; timed every STEP tokens after th
 def _decode(c: dict[str, Any], repeats: int, dtype: torch.dtype) -> dict[str, Any]:
     from benchmarks.port_baseline import port_generate
     from engine.stages.backbone import generate_audio_tokens
-    from engine.request import CancelToken
+    from engine.events import CancelToken
     model = random_transformer(transformer_config("backbone", **WIDTH), "cpu", dtype)
 
     def run(prompt: list[int], new: int, seed: int, on_token: Any = None) -> None:

@@ -24,8 +24,8 @@ from engine.stages.codec import decode_codes, load_decoder
 from engine.errors import KhalaError
 from engine.model.loader import load_transformer
 from engine.prompt.template import PromptPair, build_prompts
-from engine.request import (SAMPLE_RATE, UPSTREAM_TOKEN_CAP, CancelToken, Event, Log, Song, SongRequest, Stage,
-                            expected_tokens)
+from engine.request import SAMPLE_RATE, UPSTREAM_TOKEN_CAP, SongRequest, expected_tokens
+from engine.events import CancelToken, Event, Log, Song, Stage
 from engine.streaming import stream
 from engine.stages.superres import expand_codes
 from engine.prompt.tokenizer import Tokenizer

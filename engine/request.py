@@ -5,13 +5,10 @@ Imports neither torch nor Qt, so the app can use them without loading the model 
 
 from __future__ import annotations
 
-import threading
-from dataclasses import asdict, dataclass, field
-from typing import Any, Union
+from dataclasses import asdict, dataclass
+from typing import Any
 
-import numpy as np
-
-from engine.errors import Cancelled, RequestError
+from engine.errors import RequestError
 
 DURATION_RANGE = (0, 10)
 TEMPERATURE_RANGE = (0.6, 1.4)
@@ -75,63 +72,3 @@ class SongRequest:
     def from_dict(cls, data: dict[str, Any]) -> "SongRequest":
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A pipeline stage starts: load_backbone, backbone, load_superres, superres,
-    load_decoder, decode, write."""
-
-    name: str
-    variation: int = 0
-
-
-@dataclass(frozen=True)
-class Progress:
-    """``done`` of ``total`` units of the current stage (tokens, passes, chunks)."""
-
-    stage: str
-    done: int
-    total: int
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class Log:
-    text: str
-
-
-@dataclass
-class Song:
-    """A finished song: float32 audio [2, n] at ``sample_rate`` plus everything needed to re-make it."""
-
-    audio: np.ndarray
-    sample_rate: int
-    codes: np.ndarray
-    metadata: dict[str, Any] = field(default_factory=dict)
-    variation: int = 0
-
-    @property
-    def seconds(self) -> float:
-        return self.audio.shape[-1] / self.sample_rate
-
-
-Event = Union[Stage, Progress, Log, Song]
-
-
-class CancelToken:
-    """Set from any thread; the engine checks it at least once per token, pass and chunk."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def check(self) -> None:
-        if self._event.is_set():
-            raise Cancelled()

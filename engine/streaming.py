@@ -10,7 +10,7 @@ import queue
 import threading
 from typing import Callable, Iterator, TypeVar
 
-from engine.request import CancelToken, Progress
+from engine.events import CancelToken, Progress
 
 T = TypeVar("T")
 _DONE = object()

@@ -5,7 +5,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from engine.stages.backbone import CODEBOOK, EOS, Q0, Q1, generate_audio_tokens, pair_audio_tokens
 from engine.errors import Cancelled
 from engine.model.transformer import Transformer
-from engine.request import CancelToken
+from engine.events import CancelToken
 from engine.testing.tiny_transformer import tiny_config, tiny_state_dict
 
 PROMPT = [128000, 5, 6, 7, 128010, 128009, 128010]

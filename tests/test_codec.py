@@ -17,7 +17,7 @@ from engine.stages.codec import (HALO_FRAMES, DacDecoder, DecoderBlock, Snake, c
                           fold_weight_norm, load_decoder)
 from engine.stages.decoder_config import load_decoder_config, parse_decoder_config
 from engine.errors import Cancelled, ConfigError, RequestError, WeightsError
-from engine.request import CancelToken
+from engine.events import CancelToken
 from engine.testing.tiny_decoder import tiny_decoder_config, write_tiny_decoder
 
 REAL_CONFIG = {

@@ -12,7 +12,7 @@ from huggingface_hub import constants
 
 from engine.weights.download import DownloadProgress, download_weights
 from engine.errors import Cancelled, WeightsError
-from engine.request import CancelToken
+from engine.events import CancelToken
 from engine.weights.folder import (ALL_FILES, PARTIAL_DIR, RECORD_FILE, locate_weights, read_record, verify_weights,
                             weights_status)
 from hub_server import FakeHub, Fault, make_weight_files

@@ -13,7 +13,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from engine.errors import Cancelled
 from engine.pipeline import Pipeline, expected_tokens
-from engine.request import SAMPLE_RATE, SAMPLES_PER_FRAME, CancelToken, Log, Progress, Song, SongRequest, Stage
+from engine.request import SAMPLE_RATE, SAMPLES_PER_FRAME, SongRequest
+from engine.events import CancelToken, Log, Progress, Song, Stage
 
 REQ = SongRequest(tags="Pop, Piano", lyrics="[Verse]\nhello world\nla la la", minutes=1, seed=7, max_tokens=24)
 

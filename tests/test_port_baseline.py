@@ -10,7 +10,7 @@ from benchmarks.models import random_transformer, transformer_config
 from benchmarks.port_baseline import embed_materialised, port_generate, port_hidden, port_superres_pass
 from benchmarks.superres_pass import superres_tokens
 from engine.stages.backbone import generate_audio_tokens
-from engine.request import CancelToken
+from engine.events import CancelToken
 from engine.model.sampling import sample_top_k
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

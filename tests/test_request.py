@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 
 from engine.errors import Cancelled, RequestError
-from engine.request import CancelToken, SongRequest
+from engine.request import SongRequest
+from engine.events import CancelToken
 
 GOOD = SongRequest(tags="Pop, Piano", lyrics="la la", minutes=2)
 

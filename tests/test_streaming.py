@@ -6,7 +6,7 @@ import time
 import pytest
 
 from engine.errors import Cancelled
-from engine.request import CancelToken, Progress
+from engine.events import CancelToken, Progress
 from engine.streaming import stream
 
 

@@ -7,7 +7,7 @@ from engine.stages.backbone import generate_audio_tokens
 from engine.errors import Cancelled
 from engine.model.loader import load_transformer
 from engine.model.transformer import Transformer
-from engine.request import CancelToken
+from engine.events import CancelToken
 from engine.stages.superres import expand_codes
 from engine.testing.tiny_transformer import tiny_config, tiny_state_dict, write_tiny_transformer
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from engine.stages.decoder_config import NUM_QUANTIZERS, DecoderConfig, load_decoder_config
 from engine.errors import RequestError, WeightsError
-from engine.request import CancelToken
+from engine.events import CancelToken
 from engine.prompt.special_tokens import CODEBOOK_SIZE
 CHUNK_FRAMES = 1920
 OVERLAP_FRAMES = 480

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from engine.errors import ConfigError
 from engine.model.transformer import Transformer
-from engine.request import CancelToken
+from engine.events import CancelToken
 from engine.model.sampling import sample_top_k
 from engine.prompt.special_tokens import AUDIO_BASE
 from engine.prompt.special_tokens import CODEBOOK_SIZE as CODEBOOK

@@ -1,6 +1,6 @@
 """``khala weights download | verify | path``: argparse wiring and handlers.
 
-``engine.cli`` calls ``add_weights_commands(subparsers)``; each sub-command sets ``handler``.
+``engine.cli`` calls ``register(subparsers)``; each sub-command sets ``handler``.
 ``main(argv)`` runs the same commands on their own (exit 0 ok, 1 error, 130 cancelled).
 """
 
@@ -17,7 +17,7 @@ from engine.errors import WeightsError
 EXIT_OK = 0
 
 
-def add_weights_commands(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     weights = subparsers.add_parser("weights", help="download, verify or locate the model weights")
     sub = weights.add_subparsers(dest="weights_command", metavar="{download,verify,path}")
     sub.required = True

@@ -30,7 +30,7 @@ from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, OfflineModeI
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
 from engine.errors import WeightsError
-from engine.request import CancelToken
+from engine.events import CancelToken, DownloadProgress
 from engine.weights.folder import (PARTIAL_DIR, WeightPaths, check_file, check_tokenizer_json, default_weights_dir,
                                    file_digests, forget_file, is_recorded, locate_weights, read_record, record_file)
 from engine.weights.manifest import MANIFEST_PATH, TOKENIZER_FILE, WEIGHT_FILES, TokenizerSource, load_manifest
@@ -46,18 +46,6 @@ RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 TRANSIENT = (_http.TimeoutException, _http.NetworkError, _http.RemoteProtocolError)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SHA1 = re.compile(r"[0-9a-f]{40}")
-
-
-@dataclass(frozen=True)
-class DownloadProgress:
-    file: str
-    file_bytes_done: int
-    file_bytes_total: int
-    bytes_done: int
-    bytes_total: int
-    rate_bytes_per_s: float
-    eta_s: float | None
-    phase: str = "download"  # "download", "verify" (hashing) or "copy"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ ALSA_OUT = ALSA_DIR / "out.raw"
     f"  file \"{ALSA_OUT}\"\n  format \"raw\"\n}}\n")
 os.environ["ALSA_CONFIG_PATH"] = str(ALSA_DIR / "asound.conf")
 
-from engine.request import CancelToken, Progress, Song, SongRequest, Stage  # noqa: E402
+from engine.request import SongRequest
+from engine.events import CancelToken, Progress, Song, Stage  # noqa: E402
 
 
 class FakePipeline:

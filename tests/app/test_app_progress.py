@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.progress import ProgressTracker, format_eta
-from engine.request import Progress, Stage
+from engine.events import Progress, Stage
 
 
 class Clock:

@@ -49,7 +49,7 @@ def test_real_pipeline_song_lands_in_library(qtbot, settings, tiny_weights):
 def test_real_pipeline_cancel_during_backbone_leaves_nothing(qtbot, settings, tiny_weights):
     from app.generate import real_pipeline_factory
     from conftest import make_window
-    from engine.request import Progress, Stage
+    from engine.events import Progress, Stage
 
     settings.max_tokens = 20_000  # far more than the test lets it write
     w, _ = make_window(qtbot, settings, tiny_weights, real_pipeline_factory)
