@@ -12,7 +12,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QDialog, QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton,
                                QVBoxLayout, QWidget)
 
-from app.jobs import Job, callback_work
+from app.jobs import Job
 from app.progress import format_duration
 
 
@@ -120,15 +120,15 @@ class FirstLaunchDialog(QDialog):
     def start_download(self) -> None:
         if self.job is not None:
             return
-        from engine.weights.download import download_weights
+        from engine.weights.download import download_events
 
         folder = self.folder
 
-        def run(emit, cancel):
-            download_weights(folder, on_progress=emit, cancel=cancel)
-            return "done"
+        def run(cancel):
+            yield from download_events(folder, cancel=cancel)
+            yield "done"
 
-        self.job = Job(callback_work(run), self)
+        self.job = Job(run, self)
         self.job.event.connect(self._on_event)
         self.job.failed.connect(self._on_failed)
         self.job.cancelled.connect(lambda: self.status.setText("Download paused. Press Resume to continue "

@@ -1,4 +1,4 @@
-"""The one background-work helper: run a generator of events on a worker thread.
+"""The one background-work helper: run a generator of events on one worker thread.
 
 Events come back to the GUI thread as Qt signals (queued connections), so widgets are
 only ever touched there. Cancelling sets a CancelToken; the generator (the engine)
@@ -69,9 +69,10 @@ class Job(QObject):
     def __init__(self, fn: WorkFn, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.token = CancelToken()
+        self.failed_message = ""
         self._thread = _Thread(fn, self.token)
         self._thread.event.connect(self.event)
-        self._thread.failed.connect(self.failed)
+        self._thread.failed.connect(self._on_failed)
         self._thread.finished.connect(self._on_thread_finished)
         self._running = False
 
@@ -90,40 +91,12 @@ class Job(QObject):
     def wait(self, ms: int = 30_000) -> bool:
         return self._thread.wait(ms)
 
+    def _on_failed(self, message: str) -> None:
+        self.failed_message = message
+        self.failed.emit(message)
+
     def _on_thread_finished(self) -> None:
         self._running = False
         if self._thread.was_cancelled:
             self.cancelled.emit()
         self.finished.emit()
-
-
-def callback_work(fn: Callable[[Callable[[object], None], CancelToken], object]) -> WorkFn:
-    """Adapt a blocking function that reports through a callback into a WorkFn.
-
-    ``fn(emit, cancel)`` runs on a helper thread; each ``emit(x)`` becomes an event; its
-    return value is the last event; its exception is re-raised in the worker."""
-    import queue
-    import threading
-
-    def work(cancel: CancelToken) -> Iterator[object]:
-        q: "queue.Queue[tuple[str, object]]" = queue.Queue()
-
-        def run() -> None:
-            try:
-                q.put(("done", fn(lambda item: q.put(("event", item)), cancel)))
-            except BaseException as exc:  # noqa: BLE001 - handed to the worker thread
-                q.put(("error", exc))
-
-        threading.Thread(target=run, daemon=True).start()
-        while True:
-            kind, item = q.get()
-            if kind == "event":
-                yield item
-            elif kind == "error":
-                raise item  # type: ignore[misc]
-            else:
-                if item is not None:
-                    yield item
-                return
-
-    return work

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from app import paths
-from app.generate import PipelineProvider, real_pipeline_factory
+from app.generation import PipelineProvider, real_pipeline_factory
 from app.library.store import Library
 from app.settings import Settings
 

@@ -1,51 +1,121 @@
-"""Menus and the actions behind them: export, reveal, settings, use-these-settings, rename, delete."""
+"""Menus and the actions behind them: export, reveal, settings, use-these-settings, rename, delete.
+
+The window passes itself as a ``MenuHost`` (what the actions need, described structurally), so
+this module never imports the window.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Callable, Protocol
 
 from PySide6.QtCore import QUrl
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QInputDialog, QMenu
+from PySide6.QtWidgets import QFileDialog, QInputDialog, QMenu, QMenuBar
 
-from app.audio_io import write_audio, write_json_atomic
 from app.jobs import Job
-
-if TYPE_CHECKING:
-    from app.window import MainWindow
+from app.library.store import Library, SongRecord
 
 
-def export_song(src: Path, dest: Path, sidecar: dict) -> Path:
+class MenuHost(Protocol):
+    settings: Any
+    library: Library
+    model: Any
+    player: Any
+    compose: Any
+    list: Any
+    song_menu: QMenu
+    download_action: QAction
+
+    def menuBar(self) -> QMenuBar: ...
+    def selected_record(self) -> SongRecord | None: ...
+    def show_message(self, text: str, level: str = "") -> None: ...
+    def ask(self, title: str, text: str) -> bool: ...
+    def open_first_launch(self) -> None: ...
+    def open_settings(self) -> None: ...
+    def request_quit(self) -> bool: ...
+    def toggle_play(self) -> None: ...
+    @property
+    def busy(self) -> bool: ...
+
+
+def audio_problem(path: Path) -> str | None:
+    """None when ``path`` is a readable audio file, else one line saying what is wrong."""
+    import soundfile
+
+    path = Path(path)
+    if not path.is_file():
+        return f"The audio file {path} is missing."
+    try:
+        info = soundfile.info(str(path))
+    except (RuntimeError, OSError) as exc:
+        return f"The audio file {path.name} cannot be read: {str(exc).splitlines()[0][:200]}"
+    if info.frames <= 0:
+        return f"The audio file {path.name} holds no audio."
+    return None
+
+
+def export_song(rec: SongRecord, dest: Path) -> Path:
+    """Write ``rec``'s song to ``dest`` (another format is fine) with its sidecar and codes, via the
+    engine's one song writer; the sidecar keeps the original request, seed and timings."""
+    import numpy as np
+
     from app.player.player import read_audio_file
+    from engine.events import Song
+    from engine.song_file import SongFileError, load_codes, read_song, write_song
 
-    frames, rate = read_audio_file(src)
-    write_audio(dest, frames.T, rate)
-    write_json_atomic(dest.with_suffix(".json"), sidecar)
-    return dest
+    frames, rate = read_audio_file(rec.audio_path)
+    metadata: dict[str, Any] = {"request": rec.request, "seed": rec.seed, "timings_s": rec.timings}
+    codes = None
+    try:
+        on_disk = read_song(rec.audio_path)
+        metadata = dict(on_disk.sidecar)
+        codes = load_codes(on_disk)
+    except SongFileError:
+        pass
+    song = Song(audio=np.ascontiguousarray(frames.T), sample_rate=rate, codes=codes, metadata=metadata)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return write_song(song, dest, title=rec.title, created_at=rec.created_at).audio_path
 
 
-def _export(w: "MainWindow", fmt: str) -> None:
+def _checked(w: MenuHost) -> SongRecord | None:
     rec = w.selected_record()
     if rec is None:
         w.show_message("Select a song in the library first.", "error")
+        return None
+    problem = audio_problem(rec.audio_path)
+    if problem:
+        w.library.check_files()
+        w.model.refresh()
+        w.show_message(problem, "error")
+        return None
+    return rec
+
+
+def _export(w: MenuHost, fmt: str) -> None:
+    rec = _checked(w)
+    if rec is None:
         return
     start = str(Path(w.settings.songs_dir) / f"{rec.title}.{fmt}")
     name, _ = QFileDialog.getSaveFileName(w, f"Export As {fmt.upper()}", start, f"{fmt.upper()} audio (*.{fmt})")
     if not name:
         return
     dest = Path(name).with_suffix(f".{fmt}")
-    sidecar = {"title": rec.title, "file": dest.name, "request": rec.request, "seed": rec.seed,
-               "seconds": rec.duration_s, "created_at": rec.created_at, "timings": rec.timings}
-    job = Job(lambda _cancel: iter([export_song(rec.audio_path, dest, sidecar)]), w)
+
+    def work(_cancel):
+        yield export_song(rec, dest)
+
+    job = Job(work, w)
     job.event.connect(lambda path: w.show_message(f"Exported {Path(path).name}."))
     job.failed.connect(lambda m: w.show_message(m, "error"))
     w._export_job = job.start()
 
 
-def reveal(w: "MainWindow") -> None:
+def reveal(w: MenuHost) -> None:
     rec = w.selected_record()
+    if rec is not None and audio_problem(rec.audio_path):
+        w.show_message(audio_problem(rec.audio_path), "error")
     target = Path(rec.audio_path) if rec else Path(w.settings.songs_dir)
     if sys.platform == "darwin" and target.exists():
         import subprocess
@@ -56,14 +126,14 @@ def reveal(w: "MainWindow") -> None:
     QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
 
 
-def use_settings(w: "MainWindow") -> None:
+def use_settings(w: MenuHost) -> None:
     rec = w.selected_record()
     if rec is not None and not w.busy:
         w.compose.set_request(rec.song_request())
         w.show_message(f"Settings of “{rec.title}” loaded (seed {rec.seed}).")
 
 
-def rename(w: "MainWindow") -> None:
+def rename(w: MenuHost) -> None:
     rec = w.selected_record()
     if rec is None:
         return
@@ -73,7 +143,7 @@ def rename(w: "MainWindow") -> None:
         w.model.refresh()
 
 
-def delete(w: "MainWindow") -> None:
+def delete(w: MenuHost) -> None:
     rec = w.selected_record()
     if rec is None:
         return
@@ -85,7 +155,8 @@ def delete(w: "MainWindow") -> None:
         w.model.refresh()
 
 
-def _action(menu: QMenu, text: str, slot, shortcut: str | QKeySequence | None = None) -> QAction:
+def _action(menu: QMenu, text: str, slot: Callable[[], object],
+            shortcut: str | QKeySequence | None = None) -> QAction:
     act = menu.addAction(text)
     act.triggered.connect(lambda _=False: slot())
     if shortcut:
@@ -93,9 +164,7 @@ def _action(menu: QMenu, text: str, slot, shortcut: str | QKeySequence | None = 
     return act
 
 
-def build_menus(w: "MainWindow") -> None:
-    from app.settings_dialog import open_settings
-
+def build_menus(w: MenuHost) -> None:
     bar = w.menuBar()
     file = bar.addMenu("&File")
     export = file.addMenu("Export As")
@@ -103,9 +172,8 @@ def build_menus(w: "MainWindow") -> None:
         _action(export, f"{fmt.upper()}…", lambda f=fmt: _export(w, f))
     _action(file, "Reveal in Finder" if sys.platform == "darwin" else "Show in Folder", lambda: reveal(w))
     file.addSeparator()
-    w.download_action = _action(file, "Download Model…", lambda: w.open_first_launch()
-                                if hasattr(w, "open_first_launch") else None)
-    settings = _action(file, "Settings…", lambda: open_settings(w), QKeySequence.StandardKey.Preferences)
+    w.download_action = _action(file, "Download Model…", w.open_first_launch)
+    settings = _action(file, "Settings…", w.open_settings, QKeySequence.StandardKey.Preferences)
     settings.setMenuRole(QAction.MenuRole.PreferencesRole)
     file.addSeparator()
     quit_act = _action(file, "Quit Khala", w.request_quit, QKeySequence.StandardKey.Quit)
@@ -117,3 +185,4 @@ def build_menus(w: "MainWindow") -> None:
     _action(song, "Delete…", lambda: delete(w), QKeySequence.StandardKey.Delete)
     w.song_menu = song
     w.list.customContextMenuRequested.connect(lambda pos: song.exec(w.list.viewport().mapToGlobal(pos)))
+

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Callable
 
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QWidget)
 
 from app import paths
-
-if TYPE_CHECKING:
-    from app.window import MainWindow
+from app.settings import Settings
 
 
 def _folder_row(edit: QLineEdit, parent: QWidget) -> QHBoxLayout:
@@ -25,17 +23,18 @@ def _folder_row(edit: QLineEdit, parent: QWidget) -> QHBoxLayout:
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, w: "MainWindow") -> None:
-        super().__init__(w)
+    def __init__(self, settings: Settings, weights_dir: Path | None,
+                 set_weights_dir: Callable[[Path], None], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
         self.setWindowTitle("Settings")
-        self.w = w
-        self.songs = QLineEdit(str(w.settings.songs_dir))
-        self.weights = QLineEdit(str(w.weights_dir or ""))
+        self.settings, self.weights_dir, self.set_weights_dir = settings, weights_dir, set_weights_dir
+        self.songs = QLineEdit(str(settings.songs_dir))
+        self.weights = QLineEdit(str(weights_dir or ""))
         self.format = QComboBox()
         self.format.addItems(["wav", "flac", "mp3"])
-        self.format.setCurrentText(w.settings.audio_format)
+        self.format.setCurrentText(settings.audio_format)
         self.keep = QCheckBox("Keep the model in memory between songs (faster, uses more memory)")
-        self.keep.setChecked(w.settings.keep_model_loaded)
+        self.keep.setChecked(settings.keep_model_loaded)
         self.error = QLabel(objectName="statusLabel", wordWrap=True)
         self.error.setProperty("level", "error")
         form = QFormLayout(self)
@@ -54,16 +53,12 @@ class SettingsDialog(QDialog):
         if problem:
             self.error.setText(problem)
             return
-        s = self.w.settings
+        s = self.settings
         s.songs_dir = Path(self.songs.text().strip())
         s.audio_format = self.format.currentText()
         s.keep_model_loaded = self.keep.isChecked()
         folder = self.weights.text().strip()
-        if folder and Path(folder) != self.w.weights_dir:
+        if folder and Path(folder) != self.weights_dir:
             s.weights_dir = Path(folder)
-            self.w.set_weights_dir(Path(folder))
+            self.set_weights_dir(Path(folder))
         self.accept()
-
-
-def open_settings(w: "MainWindow") -> None:
-    SettingsDialog(w).open()

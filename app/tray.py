@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+from PySide6.QtCore import SignalInstance
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QMenu,
                                QSpinBox, QSystemTrayIcon)
 
 from app.compose.duration import CHIPS
+from app.library.store import Library
 from engine.request import SongRequest
 
-if TYPE_CHECKING:
-    from app.window import MainWindow
+
+class TrayHost(Protocol):
+    """What the tray needs of the main window (described, not imported: no import cycle)."""
+
+    library: Library
+    model: Any
+    compose: Any
+    status: Any
+    tray: Any
+    song_added: SignalInstance
+    busy_changed: SignalInstance
+
+    def start_generation(self, request: SongRequest, check_memory: bool = True) -> bool: ...
+    def play_row(self, row: int) -> None: ...
+    def request_quit(self) -> bool: ...
+    def show(self) -> None: ...
+    def raise_(self) -> None: ...
+    def activateWindow(self) -> None: ...
 
 RECENT = 5
 
@@ -63,7 +81,7 @@ class Tray:
     """Owns the QSystemTrayIcon and its menu. The menu exists even where no tray is
     available (tests, some Linux desktops); the icon is shown only where one is."""
 
-    def __init__(self, window: "MainWindow", icon: QIcon) -> None:
+    def __init__(self, window: TrayHost, icon: QIcon) -> None:
         self.window = window
         self.available = QSystemTrayIcon.isSystemTrayAvailable()
         self.icon = QSystemTrayIcon(icon, window)

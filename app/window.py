@@ -4,25 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QEventLoop, Qt, QTimer, Signal
+from PySide6.QtCore import QEventLoop, QItemSelectionModel, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QApplication, QLabel, QMainWindow, QMessageBox, QScrollArea, QSplitter,
                                QVBoxLayout, QWidget)
 
 from app.compose import ComposePanel
-from app.generate import PipelineProvider
+from app.footer import GenerationFooter
+from app.generation import GenerationController, PipelineProvider
 from app.jobs import Job
-from app.library.store import Library
 from app.library.model import LibraryModel
+from app.library.store import Library
 from app.library.view import LibraryView
-from app.player.player import Player
+from app.menus import build_menus
 from app.player.bar import PlayerBar
-from app.progress import ProgressTracker
+from app.player.player import Player
 from app.settings import Settings
-from app.window_generation import GenerationFooter, GenerationMixin
+from engine.request import SongRequest
 
 
-class MainWindow(GenerationMixin, QMainWindow):
+class MainWindow(QMainWindow):
+    """Widgets and their wiring; generation itself is the controller's (app.generation)."""
+
     song_added = Signal(int)
     busy_changed = Signal(bool)
 
@@ -30,10 +33,8 @@ class MainWindow(GenerationMixin, QMainWindow):
                  provider: PipelineProvider | None = None, categories=None) -> None:
         super().__init__()
         self.setWindowTitle("Khala")
-        self.settings, self.library, self.weights_dir = settings, library, weights_dir
-        self.provider = provider or PipelineProvider()
-        self.job: Job | None = None
-        self.tracker: ProgressTracker | None = None
+        self.settings, self.library = settings, library
+        self.controller = GenerationController(settings, library, provider or PipelineProvider(), weights_dir, self)
         self.memory_box: QMessageBox | None = None
         self.tray = None
         self.quitting = False
@@ -103,21 +104,41 @@ class MainWindow(GenerationMixin, QMainWindow):
         QShortcut(QKeySequence("Ctrl+Enter"), self, self.generate)
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.cancel_generation)
         QShortcut(QKeySequence(Qt.Key.Key_Space), self, self.toggle_play)
-        from app.menus import build_menus
-
         build_menus(self)
+        c = self.controller
+        c.message.connect(self.show_message)
+        c.progress.connect(self._on_progress)
+        c.busy_changed.connect(self._set_busy)
+        c.song_added.connect(self._on_song_added)
+        c.log.connect(self.status.setToolTip)
+        c.memory_warning.connect(self.confirm_memory)
+        c.notify.connect(self.notify)
         if settings.last_request is not None:
             self.compose.set_request(settings.last_request)
         for problem in library.problems + library.check_files():
             self.show_message(problem, "error")
         self.model.refresh()
 
+    @property
+    def weights_dir(self) -> Path | None:
+        return self.controller.weights_dir
+
+    @property
+    def job(self) -> Job | None:
+        return self.controller.job
+
     def set_weights_dir(self, folder: Path | None) -> None:
-        self.weights_dir = folder
+        self.controller.weights_dir = folder
         self.compose.set_weights_dir(folder)
         if folder is not None:
             self.settings.weights_dir = folder
             self.show_message("The model is ready. Compose a song and press Generate.")
+
+    def open_settings(self) -> None:
+        from app.settings_dialog import SettingsDialog
+
+        self.settings_dialog = SettingsDialog(self.settings, self.weights_dir, self.set_weights_dir, self)
+        self.settings_dialog.open()
 
     def open_first_launch(self) -> None:
         from app.first_launch import FirstLaunchDialog
@@ -142,7 +163,69 @@ class MainWindow(GenerationMixin, QMainWindow):
 
     @property
     def busy(self) -> bool:
-        return self.job is not None
+        return self.controller.busy
+
+    # -- generation (the controller does the work) -----------------------------------------
+    def generate(self) -> None:
+        if self.busy:
+            return
+        request, problem = self.compose.validated_request()
+        if request is None:
+            self.show_message(problem, "error")
+            return
+        self.controller.submit(request)
+
+    def start_generation(self, request: SongRequest, check_memory: bool = True) -> bool:
+        return self.controller.submit(request, check_memory)
+
+    def cancel_generation(self) -> None:
+        if self.controller.job is not None:
+            self.cancel_button.setEnabled(False)
+            self.controller.cancel()
+
+    def confirm_memory(self, request: SongRequest, warning: str) -> None:
+        """A non-blocking question; the window stays usable while it is open."""
+        if self.memory_box is not None:
+            self.memory_box.finished.disconnect()
+            self.memory_box.close()
+        box = QMessageBox(QMessageBox.Icon.Warning, "This song may not fit in memory", warning,
+                          QMessageBox.StandardButton.NoButton, self)
+        box.setObjectName("memoryWarning")
+        box.setInformativeText("Generate it anyway?")
+        go = box.addButton("Generate Anyway", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+
+        def done() -> None:
+            self.memory_box = None
+            if box.clickedButton() is go:
+                self.controller.submit(request, check_memory=False)
+            elif not self.busy:
+                self.show_message("Not started. A shorter song or closing other apps needs less memory.")
+
+        box.finished.connect(done)
+        box.setWindowModality(Qt.WindowModality.NonModal)
+        self.memory_box = box
+        box.show()
+
+    def _set_busy(self, busy: bool) -> None:
+        self.generate_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+        self.compose.setEnabled(not busy)
+        self.progress.setVisible(busy)
+        self.progress.setValue(0)
+        self.busy_changed.emit(busy)
+
+    def _on_progress(self, percent: int, text: str) -> None:
+        self.progress.setValue(percent)
+        self.show_message(text)
+
+    def _on_song_added(self, song_id: int) -> None:
+        self.model.refresh()
+        row = self.model.row_of(song_id)
+        self.list.selectionModel().setCurrentIndex(self.model.index(row),
+                                                   QItemSelectionModel.SelectionFlag.ClearAndSelect)
+        self.song_added.emit(song_id)
 
     # -- playback ----------------------------------------------------------------------
     def selected_record(self):

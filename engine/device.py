@@ -79,3 +79,21 @@ def pick_decoder_dtype(name: str | None = None) -> torch.dtype:
     if name not in DTYPES:
         raise RequestError(f"Unknown decoder dtype {name!r}: use float32, float16 or bfloat16.")
     return DTYPES[name]
+
+
+def bfloat16_supported(device: torch.device) -> bool:
+    """bfloat16 runs on CPU and CUDA; on MPS only from macOS 14 (Sonoma)."""
+    if device.type != "mps":
+        return True
+    check = getattr(torch.backends.mps, "is_macos_or_newer", None)
+    return bool(check is not None and check(14, 0))
+
+
+def safe_dtype(device: torch.device, failed: torch.dtype) -> torch.dtype | None:
+    """The dtype to rerun a stage in after ``failed`` overflowed: bfloat16 (float32's range, half
+    the memory) where supported, else float32; None when ``failed`` was already float32."""
+    if failed == torch.float32:
+        return None
+    if failed == torch.float16 and bfloat16_supported(device):
+        return torch.bfloat16
+    return torch.float32

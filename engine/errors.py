@@ -30,3 +30,13 @@ class Cancelled(KhalaError):
 
     def __init__(self, message: str = "Cancelled.") -> None:
         super().__init__(message)
+
+
+class NonFiniteError(KhalaError):
+    """A stage produced NaN or infinite values (e.g. float16 overflow): the pipeline reruns the
+    stage once in a safe dtype before it gives up."""
+
+    def __init__(self, stage: str, where: str, dtype: str = "") -> None:
+        self.stage, self.where, self.dtype = stage, where, dtype
+        in_dtype = f" in {dtype}" if dtype else ""
+        super().__init__(f"The {stage} stage produced non-finite values{in_dtype} ({where}).")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Callable, Iterator, Union
 
 import numpy as np
 
@@ -128,3 +128,15 @@ class CancelToken:
     def check(self) -> None:
         if self._event.is_set():
             raise Cancelled()
+
+
+def drain(stage: Iterator[Any], on_event: Callable[[Any], None] | None = None) -> Any:
+    """Run a stage generator to its end and return its result (for tests, benchmarks and tools that
+    do not stream); ``on_event`` sees each event it yields."""
+    while True:
+        try:
+            event = next(stage)
+        except StopIteration as stop:
+            return stop.value
+        if on_event is not None:
+            on_event(event)

@@ -1,8 +1,29 @@
-"""SongRequest in, events out: the whole Khala pipeline, stage by stage.
+"""SongRequest in, events out: the whole Khala pipeline, stage by stage, on the caller's thread.
 
-Stages run model-major (every variation's backbone, then every variation's super-res,
-then every decode) so each model is loaded once and, unless ``keep_loaded``, freed
-before the next one is loaded: one 1.6 B model resident at a time.
+``Pipeline.generate(request, cancel, continuation=None, preview_every=None)`` is a generator.
+Event order (engine.events):
+
+    Log*                                   notes on the prompt (cut lyrics, …), level "warning"
+    Stage(load_backbone)                   the backbone (and the decoder, when previews are on)
+    Stage(backbone)                        every variation at once, as one batch
+      Progress(backbone, tokens, ~total)*  after every 8 tokens; total is the expected length
+      Preview*                             float32 [2, frames·2048], variation 0, when asked for
+    Stage(load_superres)
+    Stage(superres, i), Progress(superres, pass, 62)*     for each variation i
+    Stage(load_decoder)
+    Stage(decode, i), Progress(decode, chunk, chunks)*    for each variation i
+    Song × variations                      in order; metadata is the sidecar (engine.song_file)
+
+A ``Log(level="warning")`` can come between stages: a stage whose output held NaN or inf is
+rerun once in a safe dtype (engine.device.safe_dtype) and the song's metadata records it.
+
+Errors: RequestError (the request or continuation; raised before any model loads),
+WeightsError / ConfigError (the weights folder), PromptError (the tokenizer), KhalaError (a
+stage stayed non-finite in the safe dtype, or made no audio), Cancelled (``cancel``). Nothing
+is written here: consumers write each Song with engine.song_file.write_song.
+
+Stages run model-major, so each model is loaded once and, unless ``keep_loaded``, freed before
+the next one is loaded: one 1.6 B model resident at a time.
 """
 
 from __future__ import annotations
@@ -19,20 +40,42 @@ import torch
 
 import engine
 from engine import device as dev
-from engine.stages.backbone import generate_audio_tokens
-from engine.stages.codec import decode_codes, load_decoder
-from engine.errors import KhalaError
+from engine.errors import KhalaError, NonFiniteError, RequestError
+from engine.events import (BACKBONE, DECODE, LOAD_BACKBONE, LOAD_DECODER, LOAD_SUPERRES, SUPERRES, CancelToken,
+                           Event, Log, Preview, Progress, Song, Stage)
 from engine.model.loader import load_transformer
 from engine.prompt.template import PromptPair, build_prompts
-from engine.request import SAMPLE_RATE, UPSTREAM_TOKEN_CAP, SongRequest, expected_tokens
-from engine.events import CancelToken, Event, Log, Song, Stage
-from engine.streaming import stream
-from engine.stages.superres import expand_codes
 from engine.prompt.tokenizer import Tokenizer
+from engine.request import SAMPLE_RATE, SAMPLES_PER_FRAME, UPSTREAM_TOKEN_CAP, Continuation, SongRequest, expected_tokens
+from engine.stages.backbone import BackboneResult, BackboneRun
+from engine.stages.codec import decode_chunks, decode_coarse, load_decoder
+from engine.stages.superres import superres_passes
 from engine.weights.folder import WeightPaths, locate_weights
+
+FRAMES_PER_SECOND = SAMPLE_RATE / SAMPLES_PER_FRAME
+OVERFLOW_PEAK = 16.0  # decoded audio this far above full scale is numeric overflow, not music
+PREVIEW_BUDGET = 0.15  # previews may take at most this share of the backbone stage's time
+
 
 def resolve_seed(request: SongRequest) -> int:
     return request.seed if request.seed is not None else random.SystemRandom().randrange(2**31)
+
+
+@dataclass
+class Plan:
+    """A checked request: prompts, seeds and token budget, known before any model loads."""
+
+    request: SongRequest
+    prompts: PromptPair
+    seeds: list[int]
+    max_new: int
+    estimate: int
+    continuation: Continuation | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def prefix_frames(self) -> int:
+        return self.continuation.cut_frame if self.continuation else 0
 
 
 @dataclass
@@ -40,8 +83,9 @@ class _Variation:
     index: int
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
-    backbone: Any = None
+    backbone: BackboneResult | None = None
     codes: torch.Tensor | None = None
+    audio: np.ndarray | None = None
 
 
 class Pipeline:
@@ -52,10 +96,12 @@ class Pipeline:
         self.weights_dir = Path(weights_dir)
         self.device = dev.pick_device(device)
         self.dtype = dev.pick_dtype(self.device, dtype)
+        self.decoder_dtype = dev.pick_decoder_dtype()
         self.keep_loaded = keep_loaded
         self._loaded: dict[str, Any] = {}
         self._paths: WeightPaths | None = None
-        self._tokenizer: Tokenizer | None = None
+        self._run_dtype = {"transformer": self.dtype, "decoder": self.decoder_dtype}
+        self._fallbacks: list[dict[str, str]] = []
 
     # -- resources -------------------------------------------------------------------
     @property
@@ -66,29 +112,29 @@ class Pipeline:
 
     @property
     def tokenizer(self) -> Tokenizer:
-        if self._tokenizer is None:
-            self._tokenizer = Tokenizer.from_file(self.paths.tokenizer)
-        return self._tokenizer
+        return Tokenizer.from_file(self.paths.tokenizer)
 
     def prompts(self, request: SongRequest) -> PromptPair:
         return build_prompts(request, self.tokenizer)
 
     def _load(self, name: str) -> Any:
-        if name in self._loaded:
-            return self._loaded[name]
+        dtype = self._run_dtype["decoder" if name == "decoder" else "transformer"]
+        model = self._loaded.get(name)
+        if model is not None and _dtype_of(model) == dtype:
+            return model
+        self._free(name, force=True)
         p = self.paths
         if name == "backbone":
-            model = load_transformer(p.backbone, p.backbone_args, self.device, self.dtype)
+            model = load_transformer(p.backbone, p.backbone_args, self.device, dtype)
         elif name == "superres":
-            model = load_transformer(p.superres, p.superres_args, self.device, self.dtype)
+            model = load_transformer(p.superres, p.superres_args, self.device, dtype)
         else:
-            model = load_decoder(p.decoder, p.decoder_config, self.device, dev.pick_decoder_dtype())
+            model = load_decoder(p.decoder, p.decoder_config, self.device, dtype)
         self._loaded[name] = model
         return model
 
-    def _free(self, name: str) -> None:
-        if not self.keep_loaded:
-            self._loaded.pop(name, None)
+    def _free(self, name: str, force: bool = False) -> None:
+        if (force or not self.keep_loaded) and self._loaded.pop(name, None) is not None:
             dev.release_memory(self.device)
 
     def unload(self) -> None:
@@ -99,117 +145,208 @@ class Pipeline:
         gen_device = self.device if self.device.type in ("cuda", "mps") else torch.device("cpu")
         return torch.Generator(device=gen_device).manual_seed(seed)
 
-    # -- the run ---------------------------------------------------------------------
-    def generate(self, request: SongRequest, cancel: CancelToken | None = None) -> Iterator[Event]:
-        cancel = cancel or CancelToken()
+    # -- the one check, before any work ------------------------------------------------
+    def plan(self, request: SongRequest, continuation: Continuation | None = None) -> Plan:
+        """Validate everything that can be known before a model loads; RequestError and friends."""
         request.validate()
+        if continuation is not None:
+            continuation.validate()
+        self.paths  # noqa: B018 - the weights folder: present and well-formed
         prompts = self.prompts(request)
-        for note in prompts.truncated:
-            yield Log(f"Prompt too long, shortened: {note}")
-        base_seed = resolve_seed(request)
-        runs = [_Variation(i, base_seed + i) for i in range(request.variations)]
-        max_new = request.max_tokens or UPSTREAM_TOKEN_CAP
-        estimate = min(expected_tokens(request.minutes), max_new)
+        prefix_tokens = 2 * continuation.cut_frame if continuation else 0
+        room = UPSTREAM_TOKEN_CAP - prefix_tokens
+        if room < 2:
+            raise RequestError(f"The song is too long to continue: its first {prefix_tokens:,} tokens leave no room "
+                               f"under the model's {UPSTREAM_TOKEN_CAP:,}-token cap. Cut it earlier.")
+        if continuation is not None and request.max_tokens is not None and request.max_tokens > room:
+            raise RequestError(f"{prefix_tokens:,} tokens of the song plus {request.max_tokens:,} new ones pass the "
+                               f"model's {UPSTREAM_TOKEN_CAP:,}-token cap; ask for at most {room:,} new tokens.")
+        max_new = request.max_tokens or room
+        estimate = min(max(expected_tokens(request.minutes) - prefix_tokens, 2), max_new)
+        base = resolve_seed(request)
+        notes = [f"Prompt too long, shortened: {note}" for note in prompts.truncated]
+        return Plan(request, prompts, [base + i for i in range(request.variations)], max_new, estimate,
+                    continuation, notes)
 
-        yield from self._timed_stage("load_backbone", runs, cancel, lambda: self._load("backbone"))
-        for run in runs:
-            yield Stage("backbone", run.index)
-            yield from self._backbone(run, prompts, request, max_new, estimate, cancel)
+    # -- the run ---------------------------------------------------------------------
+    def generate(self, request: SongRequest, cancel: CancelToken | None = None, *,
+                 continuation: Continuation | None = None, preview_every: float | None = None) -> Iterator[Event]:
+        cancel = cancel or CancelToken()
+        plan = self.plan(request, continuation)
+        self._run_dtype = {"transformer": self.dtype, "decoder": self.decoder_dtype}
+        self._fallbacks = []
+        for note in plan.notes:
+            yield Log(note, "warning")
+        runs = [_Variation(i, seed) for i, seed in enumerate(plan.seeds)]
+
+        yield from self._timed_load(LOAD_BACKBONE, runs, cancel, ["backbone"] + (["decoder"] if preview_every else []))
+        yield from self._with_safe_dtype("transformer", "backbone",
+                                         lambda: self._backbone(plan, runs, cancel, preview_every))
         self._free("backbone")
+        self._free("decoder")
 
-        yield from self._timed_stage("load_superres", runs, cancel, lambda: self._load("superres"))
+        yield from self._timed_load(LOAD_SUPERRES, runs, cancel, ["superres"])
         for run in runs:
-            yield Stage("superres", run.index)
-            yield from self._superres(run, prompts, request, cancel)
+            yield Stage(SUPERRES, run.index)
+            yield from self._with_safe_dtype("transformer", "superres", lambda run=run: self._superres(plan, run, cancel))
         self._free("superres")
 
-        yield from self._timed_stage("load_decoder", runs, cancel, lambda: self._load("decoder"))
-        songs = []
+        yield from self._timed_load(LOAD_DECODER, runs, cancel, ["decoder"])
         for run in runs:
-            yield Stage("decode", run.index)
-            songs.append((yield from self._decode(run, cancel)))
+            yield Stage(DECODE, run.index)
+            yield from self._with_safe_dtype("decoder", "decoder", lambda run=run: self._decode(run, cancel))
         self._free("decoder")
-        for run, audio in zip(runs, songs):
-            yield Song(audio=audio, sample_rate=SAMPLE_RATE, codes=run.codes.numpy(),
-                       metadata=self._metadata(request, prompts, run, audio), variation=run.index)
-
-    def _timed_stage(self, name: str, runs: list[_Variation], cancel: CancelToken,
-                     work: Callable[[], Any]) -> Iterator[Event]:
-        cancel.check()
-        yield Stage(name)
-        start = time.perf_counter()
-        work()
-        elapsed = time.perf_counter() - start
         for run in runs:
-            run.timings[name] = elapsed
+            yield Song(audio=run.audio, sample_rate=SAMPLE_RATE, codes=run.codes.numpy(),
+                       metadata=self._metadata(plan, run), variation=run.index)
+
+    def _timed_load(self, stage: str, runs: list[_Variation], cancel: CancelToken, names: list[str]) -> Iterator[Event]:
+        cancel.check()
+        yield Stage(stage)
+        start = time.perf_counter()
+        for name in names:
+            self._load(name)
+        for run in runs:
+            run.timings[stage] = time.perf_counter() - start
         cancel.check()
 
-    def _backbone(self, run: _Variation, prompts: PromptPair, request: SongRequest, max_new: int,
-                  estimate: int, cancel: CancelToken) -> Iterator[Event]:
+    def _with_safe_dtype(self, kind: str, model: str, attempt: Callable[[], Iterator[Event]]) -> Iterator[Event]:
+        """Run a stage; if it produced non-finite values, rerun it once in a safe dtype."""
+        try:
+            yield from attempt()
+            return
+        except NonFiniteError as error:
+            failed = self._run_dtype[kind]
+            safe = dev.safe_dtype(self.device, failed)
+            if safe is None:
+                raise KhalaError(f"{error} Nothing was written.") from None
+            self._fallbacks.append({"stage": error.stage, "from": dev.dtype_name(failed), "to": dev.dtype_name(safe),
+                                    "where": error.where})
+            yield Log(f"{error} Rerunning the {error.stage} stage in {dev.dtype_name(safe)}.", "warning")
+            self._free(model, force=True)
+            self._run_dtype[kind] = safe
+        try:
+            yield from attempt()
+        except NonFiniteError as error:
+            raise KhalaError(f"{error} Even {dev.dtype_name(self._run_dtype[kind])} did not help; "
+                             "nothing was written. Please report this with `khala doctor`.") from None
+
+    def _backbone(self, plan: Plan, runs: list[_Variation], cancel: CancelToken,
+                  preview_every: float | None) -> Iterator[Event]:
         model = self._load("backbone")
-        generator = self._generator(run.seed)
+        prefix = None
+        if plan.continuation is not None:
+            prefix = torch.from_numpy(np.asarray(plan.continuation.codes[:2, :plan.prefix_frames]).T.astype(np.int64))
+        request = plan.request
+        run = BackboneRun(model, plan.prompts.backbone_ids, generators=[self._generator(r.seed) for r in runs],
+                          max_new_tokens=plan.max_new, temperature=request.temperature, top_k=request.top_k,
+                          prefix=prefix, progress_total=plan.estimate)
+        yield Stage(BACKBONE)
+        start = time.perf_counter()
+        preview = _Previewer(self._load("decoder"), preview_every, start) if preview_every else None
+        with torch.inference_mode():
+            stage = run.steps(cancel)
+            while True:
+                try:
+                    event = next(stage)
+                except StopIteration as stop:
+                    results = stop.value
+                    break
+                yield event
+                if preview is not None and isinstance(event, Progress):
+                    yield from preview.maybe(run.coarse_so_far(0))
+        if preview is not None:
+            yield from preview.final(results[0].coarse)
+        elapsed = time.perf_counter() - start
+        for r, result in zip(runs, results):
+            if result.coarse.shape[0] <= plan.prefix_frames:
+                raise KhalaError("The model ended the song before making any new audio. Try another seed.")
+            r.backbone, r.timings[BACKBONE] = result, elapsed
+            if result.dropped:
+                yield Log(f"Dropped {result.dropped} stray token(s) at the end of variation {r.index + 1}.")
 
-        def work(report: Callable[[int, int], None], token: CancelToken) -> Any:
-            def on_token(done: int, _cap: int) -> None:
-                report(done, max(estimate, done))
-            with torch.inference_mode():
-                return generate_audio_tokens(model, prompts.backbone_ids, max_new_tokens=max_new,
-                                             temperature=request.temperature, top_k=request.top_k,
-                                             generator=generator, cancel=token, on_token=on_token)
-        run.backbone = yield from self._streamed("backbone", run, cancel, work)
-        if run.backbone.coarse.shape[0] == 0:
-            raise KhalaError("The model ended the song before making any audio. Try another seed.")
-        if run.backbone.dropped:
-            yield Log(f"Dropped {run.backbone.dropped} stray token(s) at the end of the backbone stream.")
-
-    def _superres(self, run: _Variation, prompts: PromptPair, request: SongRequest,
-                  cancel: CancelToken) -> Iterator[Event]:
+    def _superres(self, plan: Plan, run: _Variation, cancel: CancelToken) -> Iterator[Event]:
         model = self._load("superres")
-        generator = self._generator(run.seed)
-
-        def work(report: Callable[[int, int], None], token: CancelToken) -> torch.Tensor:
-            with torch.inference_mode():
-                return expand_codes(model, prompts.superres_ids, run.backbone.coarse.to(self.device),
-                                    top_k=request.top_k_superres, generator=generator, cancel=token,
-                                    on_pass=report)
-        codes = yield from self._streamed("superres", run, cancel, work)
+        fixed = None
+        if plan.continuation is not None and plan.prefix_frames:
+            fixed = torch.from_numpy(np.asarray(plan.continuation.codes[:, :plan.prefix_frames]).astype(np.int64))
+        start = time.perf_counter()
+        with torch.inference_mode():
+            codes = yield from superres_passes(model, plan.prompts.superres_ids, run.backbone.coarse.to(self.device),
+                                               top_k=plan.request.top_k_superres, generator=self._generator(run.seed),
+                                               cancel=cancel, fixed=fixed)
         run.codes = codes.to("cpu", torch.int64)
+        run.timings[SUPERRES] = time.perf_counter() - start
 
     def _decode(self, run: _Variation, cancel: CancelToken) -> Iterator[Event]:
         decoder = self._load("decoder")
-
-        def work(report: Callable[[int, int], None], token: CancelToken) -> np.ndarray:
-            audio = decode_codes(decoder, run.codes.to(self.device), cancel=token, on_chunk=report)
-            return audio.detach().to("cpu", torch.float32).numpy()
-        return (yield from self._streamed("decode", run, cancel, work))
-
-    @staticmethod
-    def _streamed(stage: str, run: _Variation, cancel: CancelToken,
-                  work: Callable[[Callable[[int, int], None], CancelToken], Any]) -> Iterator[Event]:
-        """Run ``work`` while streaming its progress; record its time on ``run``; return its result."""
-        result: list[Any] = []
         start = time.perf_counter()
-        yield from stream(stage, work, cancel, result)
-        run.timings[stage] = time.perf_counter() - start
-        return result[0]
+        audio = yield from decode_chunks(decoder, run.codes.to(self.device), cancel=cancel)
+        peak = float(audio.abs().max())
+        if peak > OVERFLOW_PEAK:
+            raise NonFiniteError("decode", f"peak {peak:.0f}× full scale", dev.dtype_name(self._run_dtype["decoder"]))
+        run.audio = audio.numpy()
+        run.timings[DECODE] = time.perf_counter() - start
 
-    def _metadata(self, request: SongRequest, prompts: PromptPair, run: _Variation,
-                  audio: np.ndarray) -> dict[str, Any]:
+    def _metadata(self, plan: Plan, run: _Variation) -> dict[str, Any]:
         bb = run.backbone
+        parent = None
+        if plan.continuation is not None:
+            cut = plan.continuation.cut_frame
+            parent = {"song": plan.continuation.parent, "cut_frame": cut,
+                      "cut_seconds": round(cut / FRAMES_PER_SECOND, 3)}
         return {
-            "request": {**request.to_dict(), "seed": run.seed},
+            "request": {**plan.request.to_dict(), "seed": run.seed},
             "seed": run.seed,
             "variation": run.index,
-            "tokens": {"backbone_prompt": len(prompts.backbone_ids), "superres_prompt": len(prompts.superres_ids),
-                       "generated": bb.generated, "audio_frames": int(bb.coarse.shape[0]),
+            "tokens": {"backbone_prompt": len(plan.prompts.backbone_ids),
+                       "superres_prompt": len(plan.prompts.superres_ids), "generated": bb.generated,
+                       "audio_frames": int(bb.coarse.shape[0]), "prefix_frames": bb.prefix_frames,
                        "hit_eos": bool(bb.hit_eos), "dropped": bb.dropped},
-            "prompt_truncated": list(prompts.truncated),
+            "prompt_truncated": list(plan.prompts.truncated),
             "timings_s": {k: round(v, 3) for k, v in run.timings.items()},
-            "seconds": round(audio.shape[-1] / SAMPLE_RATE, 3),
+            "seconds": round(run.audio.shape[-1] / SAMPLE_RATE, 3),
             "sample_rate": SAMPLE_RATE,
             "device": str(self.device),
             "dtype": dev.dtype_name(self.dtype),
-            "decoder_dtype": dev.dtype_name(dev.pick_decoder_dtype()),
+            "decoder_dtype": dev.dtype_name(self.decoder_dtype),
+            "dtype_fallbacks": list(self._fallbacks),
+            "engine": {"kind": "local"},
+            "parent": parent,
             "versions": {"khala": engine.__version__, "torch": torch.__version__,
                          "python": platform.python_version()},
         }
+
+
+def _dtype_of(model: Any) -> torch.dtype:
+    return model.codebooks.dtype if hasattr(model, "codebooks") else model.lm_head.weight.dtype
+
+
+class _Previewer:
+    """Rough previews during the backbone (SPEC §12): decode the coarse codes of the frames written
+    since the last preview, at most every ``every`` seconds of new audio and within
+    PREVIEW_BUDGET of the stage's time so far; always once more at the end."""
+
+    def __init__(self, decoder: Any, every: float, started: float) -> None:
+        self.decoder, self.every, self.started = decoder, every, started
+        self.pieces: list[np.ndarray] = []
+        self.frames = 0
+        self.spent = 0.0
+
+    def maybe(self, coarse: torch.Tensor) -> Iterator[Preview]:
+        new = coarse.shape[0] - self.frames
+        elapsed = time.perf_counter() - self.started
+        if new >= self.every * FRAMES_PER_SECOND and self.spent <= PREVIEW_BUDGET * elapsed:
+            yield self._extend(coarse)
+
+    def final(self, coarse: torch.Tensor) -> Iterator[Preview]:
+        if coarse.shape[0] > self.frames:
+            yield self._extend(coarse)
+
+    def _extend(self, coarse: torch.Tensor) -> Preview:
+        t0 = time.perf_counter()
+        piece = decode_coarse(self.decoder, coarse, start=self.frames)
+        self.pieces.append(piece.numpy())
+        self.frames = coarse.shape[0]
+        self.spent += time.perf_counter() - t0
+        return Preview(np.concatenate(self.pieces, axis=-1), SAMPLE_RATE, self.frames)

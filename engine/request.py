@@ -72,3 +72,29 @@ class SongRequest:
     def from_dict(cls, data: dict[str, Any]) -> "SongRequest":
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """Continue (extend) or regenerate a song from a point (SPEC §12): keep frames 0..cut_frame-1 of
+    ``codes`` (int [64, frames] of the parent song) and sample the rest. ``parent`` names the
+    parent's audio file for the new song's sidecar."""
+
+    codes: Any  # numpy int array [64, frames]
+    cut_frame: int
+    parent: str = ""
+
+    def validate(self, num_quantizers: int = 64, codebook_size: int = 1024) -> None:
+        """RequestError naming what is wrong, before any model loads."""
+        codes = self.codes
+        shape = getattr(codes, "shape", ())
+        kind = getattr(getattr(codes, "dtype", None), "kind", "")
+        if len(shape) != 2 or shape[0] != num_quantizers or shape[1] < 1 or kind not in "iu":
+            raise RequestError(f"The song's codes must be integers [{num_quantizers}, frames]; got "
+                               f"{getattr(codes, 'dtype', type(codes).__name__)} {list(shape)}.")
+        if int(codes.min()) < 0 or int(codes.max()) >= codebook_size:
+            raise RequestError(f"The song's codes are outside 0..{codebook_size - 1}: they come from another "
+                               "model's token layout.")
+        frames = shape[1]
+        if isinstance(self.cut_frame, bool) or not isinstance(self.cut_frame, int) or not 0 <= self.cut_frame <= frames:
+            raise RequestError(f"The cut must be a frame from 0 to {frames} (the song's end); got {self.cut_frame!r}.")

@@ -82,7 +82,7 @@ def main() -> int:
     os.environ["KHALA_APP_DATA"] = str(work / "appdata")
     from PySide6.QtWidgets import QApplication
 
-    from app.generate import PipelineProvider, real_pipeline_factory
+    from app.generation import PipelineProvider, real_pipeline_factory
     from app.main import build
     from app.settings import Settings
     from engine.testing.tiny import write_tiny_weights

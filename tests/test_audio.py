@@ -134,8 +134,8 @@ def test_failure_mid_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: p
     write_audio(path, tone(0.2))
     before = path.read_bytes()
 
-    def half_write(file, data, samplerate, **kwargs):
-        Path(file).write_bytes(b"fLaC partial")
+    def half_write(file, data, samplerate, **kwargs):  # audio is encoded into a file object first
+        file.write(b"fLaC partial")
         raise RuntimeError("Error: disk full")
 
     monkeypatch.setattr(audio_mod.sf, "write", half_write)
@@ -199,3 +199,33 @@ def test_npy_is_written_atomically(tmp_path: Path) -> None:
     assert np.array_equal(np.load(target), codes) and sorted(p.name for p in tmp_path.iterdir()) == ["codes.npy"]
     with pytest.raises(OutputError, match="does not exist"):
         write_npy_atomic(tmp_path / "missing" / "codes.npy", codes)
+
+
+def test_a_failed_write_keeps_the_os_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk says "No space left on device" (not libsndfile's "System error"); nothing is left."""
+    import errno
+
+    path = tmp_path / "song.wav"
+    write_audio(path, tone(0.2))
+    before = path.read_bytes()
+    real_fdopen = audio_mod.os.fdopen
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(audio_mod.os, "fdopen", lambda fd, mode: Full(real_fdopen(fd, mode)))
+    with pytest.raises(OutputError, match="No space left on device") as err:
+        write_audio(path, tone(0.3))
+    assert "System error" not in str(err.value) and "song.wav" in str(err.value)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["song.wav"]

@@ -26,13 +26,17 @@ def test_generate_writes_audio_sidecar_and_codes(tiny_weights: Path, tmp_path: P
     assert generate(tiny_weights, out, "--codes-out", str(codes_out)) == 0
     audio, rate = sf.read(out, always_2d=True)
     codes = np.load(codes_out)
+    beside = np.load(tmp_path / "song.wav.codes.npy")
     assert rate == 44_100 and audio.shape == (codes.shape[1] * 2048, 2)
-    assert codes.dtype == np.int64 and codes.shape[0] == 64 and 0 <= codes.min() and codes.max() <= 1023
-    meta = json.loads((tmp_path / "song.json").read_text())
-    assert meta["audio"] == "song.wav" and meta["seed"] == 3
+    assert codes.dtype == np.int16 and codes.shape[0] == 64 and 0 <= codes.min() and codes.max() <= 1023
+    assert np.array_equal(codes, beside) and beside.dtype == np.int16
+    meta = json.loads((tmp_path / "song.wav.json").read_text())
+    assert meta["audio"] == "song.wav" and meta["codes"] == "song.wav.codes.npy" and meta["seed"] == 3
+    assert meta["format"] == "khala-song/1" and meta["title"] == "Pop · Piano"
     assert meta["request"]["tags"] == "Pop, Piano" and meta["request"]["lyrics"] == "hello\nworld"
     assert {"backbone", "superres", "decode"} <= set(meta["timings_s"]) and meta["versions"]["torch"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.npy", "song.json", "song.wav"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.npy", "song.wav", "song.wav.codes.npy",
+                                                           "song.wav.json"]
 
 
 def test_decode_reproduces_generate(tiny_weights: Path, tmp_path: Path) -> None:
@@ -46,8 +50,9 @@ def test_decode_reproduces_generate(tiny_weights: Path, tmp_path: Path) -> None:
 
 def test_variations_get_numbered_files(tiny_weights: Path, tmp_path: Path) -> None:
     assert generate(tiny_weights, tmp_path / "s.wav", "--variations", "2") == 0
-    assert {p.name for p in tmp_path.iterdir()} == {"s.wav", "s.json", "s-2.wav", "s-2.json"}
-    assert json.loads((tmp_path / "s-2.json").read_text())["seed"] == 4
+    assert {p.name for p in tmp_path.iterdir()} == {"s.wav", "s.wav.json", "s.wav.codes.npy",
+                                                     "s-2.wav", "s-2.wav.json", "s-2.wav.codes.npy"}
+    assert json.loads((tmp_path / "s-2.wav.json").read_text())["seed"] == 4
 
 
 def test_prompt_json(tiny_weights: Path, capsys: pytest.CaptureFixture) -> None:

@@ -147,19 +147,8 @@ def test_whole_run_creates_no_float64_tensor(tiny_weights: Path) -> None:
     pipeline = Pipeline(tiny_weights, device="cpu")
     recorder = _DtypeRecorder()
     request = SongRequest(**{**REQ.to_dict(), "max_tokens": 8})
-    with recorder:
-        # The dispatch mode is thread-local: run each stage's work on this thread.
-        import engine.pipeline as pl
-        original = pl.stream
-
-        def inline(stage, work, cancel, result):
-            result.append(work(lambda d, t: None, cancel))
-            return iter(())
-        pl.stream = inline
-        try:
-            song, = songs(run(pipeline, request))
-        finally:
-            pl.stream = original
+    with recorder:  # thread-local: every stage runs on the consumer's thread, so it sees them all
+        song, = songs(run(pipeline, request))
     assert song.audio.shape[1] > 0
     assert recorder.float64_ops == []
 
@@ -187,12 +176,21 @@ def test_backbone_cap_is_upstreams_23552_whatever_the_duration(pipeline: Pipelin
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     # SPEC §6: the duration token steers length; the cap is 23 552 generated tokens, not 2584 × (d + 0.8).
     import engine.pipeline as pl
-    real, seen = pl.generate_audio_tokens, []
+    real, seen = pl.BackboneRun, []
 
     def capped(model, prompt_ids, **kw):
         seen.append(kw["max_new_tokens"])
         return real(model, prompt_ids, **{**kw, "max_new_tokens": 6})
-    monkeypatch.setattr(pl, "generate_audio_tokens", capped)
+    monkeypatch.setattr(pl, "BackboneRun", capped)
     for minutes in (1, 10):
         songs(run(pipeline, SongRequest(**{**REQ.to_dict(), "minutes": minutes, "max_tokens": None})))
     assert seen == [23552, 23552]
+
+
+def test_stages_run_on_the_consumers_thread(pipeline: Pipeline) -> None:
+    """One event stream: no stage starts a thread of its own (no bridge between threads)."""
+    import threading
+    seen: set[int] = set()
+    for _ in pipeline.generate(SongRequest(**{**REQ.to_dict(), "max_tokens": 8})):
+        seen.add(threading.active_count())
+    assert seen == {threading.active_count()}

@@ -27,12 +27,18 @@ def wav_for(rec: SongRecord) -> Path:
         return src
     import soundfile
 
-    from app.audio_io import write_audio
+    from engine.audio import write_audio
+    from engine.song_file import read_song, tags_for, SongFileError
 
     out = paths.cache_dir() / "drag" / f"{safe_name(rec.title)}-{rec.id}.wav"
     if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
         data, rate = soundfile.read(str(src), dtype="float32", always_2d=True)
-        write_audio(out, data.T, rate)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            tags = tags_for(read_song(src).sidecar)
+        except SongFileError:
+            tags = None
+        write_audio(out, data.T, rate, tags)  # keeps the title, tags, lyrics and seed for Finder and DAWs
     return out
 
 

@@ -65,6 +65,24 @@ class SongRecord:
                    timings=_loads(row["timings_json"]), peaks=bytes(row["peaks"] or b""))
 
 
+def record_from_song(audio_path: Path, sidecar_path: Path, sidecar: dict[str, Any],
+                     audio: Any = None) -> SongRecord:
+    """The library record of a song on disk, from its sidecar (engine.song_file's one layout);
+    the waveform thumbnail from ``audio`` [channels, n] when given, else read from the file."""
+    from app.player.waveform import compute_peaks, peaks_from_file, peaks_to_bytes
+
+    request = sidecar.get("request") if isinstance(sidecar.get("request"), dict) else {}
+    seed = sidecar.get("seed")
+    timings = sidecar.get("timings_s") if isinstance(sidecar.get("timings_s"), dict) else {}
+    peaks = compute_peaks(audio) if audio is not None else peaks_from_file(audio_path)
+    return SongRecord(title=str(sidecar.get("title") or Path(audio_path).stem), audio_path=Path(audio_path),
+                      tags=request.get("tags") or request.get("genre") or "", request=request,
+                      seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+                      duration_s=float(sidecar.get("seconds") or 0.0),
+                      created_at=str(sidecar.get("created_at") or datetime.now().isoformat(timespec="seconds")),
+                      sidecar_path=Path(sidecar_path), timings=timings, peaks=peaks_to_bytes(peaks))
+
+
 def _loads(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(text or "{}")
@@ -107,6 +125,15 @@ class Library:
             raise
         return conn
 
+    def save_problem(self) -> str | None:
+        """Why a new song could not be recorded right now (read-only or locked database), else None."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            return f"The song library cannot be saved to ({exc}); songs would be made but not listed."
+        return None
+
     def close(self) -> None:
         self._conn.close()
 
@@ -142,7 +169,8 @@ class Library:
         with self._conn:
             self._conn.execute("DELETE FROM songs WHERE id = ?", (song_id,))
         if rec and delete_files:
-            for path in (rec.audio_path, rec.sidecar_path):
+            from engine.song_file import codes_path
+            for path in (rec.audio_path, rec.sidecar_path, codes_path(rec.audio_path)):
                 if path:
                     Path(path).unlink(missing_ok=True)
 

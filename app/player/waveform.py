@@ -21,6 +21,26 @@ def compute_peaks(audio: np.ndarray, count: int = PEAK_COUNT) -> np.ndarray:
     return (np.clip(peaks, 0.0, 1.0) * 255).astype(np.uint8)
 
 
+def peaks_from_file(path, count: int = PEAK_COUNT) -> np.ndarray:
+    """Peaks of an audio file read block by block (a long song is never held whole); zeros if unreadable."""
+    import soundfile
+
+    try:
+        with soundfile.SoundFile(str(path)) as f:
+            frames = f.frames
+            if frames <= 0:
+                return np.zeros(count, dtype=np.uint8)
+            edges = np.linspace(0, frames, count + 1).astype(np.int64)
+            peaks = np.zeros(count, dtype=np.float32)
+            for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+                f.seek(int(a))
+                block = f.read(max(int(b - a), 1), dtype="float32", always_2d=True)
+                peaks[i] = float(np.abs(block).max()) if block.size else 0.0
+    except (OSError, RuntimeError, ValueError):
+        return np.zeros(count, dtype=np.uint8)
+    return (np.clip(peaks, 0.0, 1.0) * 255).astype(np.uint8)
+
+
 def peaks_to_bytes(peaks: np.ndarray) -> bytes:
     return np.asarray(peaks, dtype=np.uint8).tobytes()
 

@@ -1,19 +1,23 @@
 """The ``khala`` command. Each sub-command lives in its own module of this package, which
 registers its parser with ``register(subparsers)`` and sets ``handler`` (args → exit code).
 
-Exit codes: 0 done, 1 error (one ``error:`` line on stderr), 2 usage, 130 cancelled (Ctrl-C).
+Exit codes: 0 done, 1 error (one ``error:`` line on stderr), 2 usage, 130 cancelled (Ctrl-C),
+143 cancelled by SIGTERM. A cancel stops the run where it is; temporary files go, and a song
+whose save had already committed is completed, never half-written.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 from typing import Sequence
 
 from engine.errors import Cancelled, KhalaError
 
-EXIT_ERROR, EXIT_CANCELLED = 1, 130
+EXIT_ERROR, EXIT_CANCELLED, EXIT_TERMINATED = 1, 130, 143
 # Sub-command modules, in the order `khala --help` lists them.
 COMMANDS = ("generate", "prompt", "decode", "tiny")
 
@@ -29,6 +33,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised on the main thread like Ctrl-C, so every stage and save cleans up the same way."""
+
+
+def _on_sigterm(_signum: int, _frame: object) -> None:
+    raise Terminated()
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush stays silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def print_version() -> int:
     import torch
 
@@ -42,19 +63,48 @@ def print_version() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
         if args.version:
-            return print_version()
-        if args.command is None:
+            code = print_version()
+        elif args.command is None:
             parser.print_help(sys.stderr)
             return 2
-        return int(args.handler(args) or 0)
+        else:
+            code = int(args.handler(args) or 0)
+        sys.stdout.flush()
+        return code
+    except Terminated:
+        print("cancelled", file=sys.stderr)
+        return EXIT_TERMINATED
     except (Cancelled, KeyboardInterrupt):
         print("cancelled", file=sys.stderr)
         return EXIT_CANCELLED
     except KhalaError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # `khala prompt … | head -c 1`: the reader has what it wanted
+        _quiet_stdout()
+        return 0
+    except OSError as error:
+        if error.errno is None or not _is_stdout_error(error):
+            raise
+        _quiet_stdout()
+        print(f"error: cannot write the output: {error.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _is_stdout_error(error: OSError) -> bool:
+    """An OSError from writing our own output (e.g. > /dev/full), not from a file we were asked to read."""
+    return getattr(error, "filename", None) is None
 
 
 if __name__ == "__main__":

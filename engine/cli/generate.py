@@ -1,4 +1,4 @@
-"""``khala generate``: write a song (and its variations) to audio files with sidecars."""
+"""``khala generate``: write a song (and its variations) to audio files, each with its sidecar and codes."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.cli.common import (AUDIO_SUFFIXES, add_prompt_flags, add_weights_flag, check_output_path,
-                               request_from_args)
-from engine.request import SongRequest
+from engine.cli.common import add_prompt_flags, add_weights_flag, check_output_path, request_from_args
+from engine.events import CancelToken, Log, Preview, Progress, Song, Stage
+from engine.request import SAMPLE_RATE, SAMPLES_PER_FRAME, SongRequest, expected_tokens
+
+PREVIEW_EVERY_S = 10.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,64 +21,84 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--top-k", type=int, default=80)
     gen.add_argument("--top-k-sr", type=int, default=10, help="super-resolution top-k (upstream: 10)")
     gen.add_argument("--seed", type=int, default=None)
-    gen.add_argument("--variations", type=int, default=1)
+    gen.add_argument("--variations", type=int, default=1, help="1..4 songs with consecutive seeds, made as one batch")
     gen.add_argument("--max-tokens", type=int, default=None, help="cap on backbone tokens (default 23552)")
     gen.add_argument("--device", default=None, help="auto, mps, cuda or cpu (env KHALA_DEVICE)")
     gen.add_argument("--dtype", default=None, help="auto, float32, float16 or bfloat16 (env KHALA_DTYPE)")
     gen.add_argument("--keep-loaded", action="store_true", help="keep every model in memory (faster, larger)")
-    gen.add_argument("--out", type=Path, required=True, metavar="FILE.{wav,flac,mp3}")
-    gen.add_argument("--codes-out", type=Path, default=None, metavar="FILE.npy")
+    gen.add_argument("--out", type=Path, required=True, metavar="FILE.{wav,flac,mp3}",
+                     help="the song; its sidecar FILE.ext.json and codes FILE.ext.codes.npy go beside it")
+    gen.add_argument("--codes-out", type=Path, default=None, metavar="FILE.npy", help="also copy the codes here")
+    gen.add_argument("--preview-out", type=Path, default=None, metavar="FILE.wav",
+                     help="rewrite this file with a rough preview of the song so far while it is written")
+    gen.add_argument("--preview-every", type=float, default=PREVIEW_EVERY_S, metavar="SECONDS",
+                     help=f"new audio between previews (default {PREVIEW_EVERY_S:g})")
     gen.add_argument("--quiet", action="store_true")
     gen.set_defaults(handler=run)
 
 
-def variation_path(out: Path, index: int) -> Path:
-    return out if index == 0 else out.with_name(f"{out.stem}-{index + 1}{out.suffix}")
+def expected_seconds(request: SongRequest, prefix_frames: int = 0) -> float:
+    """The song's expected length (SPEC §6's progress estimate), for the free-space check."""
+    new_tokens = expected_tokens(request.minutes) - 2 * prefix_frames
+    if request.max_tokens:
+        new_tokens = min(new_tokens, request.max_tokens)
+    return (prefix_frames + max(new_tokens, 0) // 2) * SAMPLES_PER_FRAME / SAMPLE_RATE
 
 
-def sidecar_path(audio_path: Path) -> Path:
-    return audio_path.with_suffix(".json")
+def check_outputs(args: argparse.Namespace, request: SongRequest, prefix_frames: int = 0) -> None:
+    """Everything about the output files that is knowable before the model runs."""
+    from engine.song_file import check_output, recover
+    recover(args.out.parent if str(args.out.parent) else Path("."))
+    check_output(args.out, variations=request.variations, seconds=expected_seconds(request, prefix_frames))
+    if args.codes_out is not None:
+        check_output_path(args.codes_out, (".npy",))
+    if args.preview_out is not None:
+        check_output(args.preview_out, seconds=expected_seconds(request, prefix_frames))
+        if not args.preview_every > 0:
+            from engine.errors import RequestError
+            raise RequestError(f"--preview-every must be a positive number of seconds; got {args.preview_every:g}.")
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.cli.progress_bar import ProgressBar
     from engine.pipeline import Pipeline
 
     request = request_from_args(args)
     request.validate()
-    check_output_path(args.out, AUDIO_SUFFIXES)
-    if args.codes_out is not None:
-        check_output_path(args.codes_out, (".npy",))
+    check_outputs(args, request)
     pipeline = Pipeline(args.weights, device=args.device, dtype=args.dtype, keep_loaded=args.keep_loaded)
-    bar = ProgressBar() if not args.quiet else None
-    try:
-        _run_generation(args, pipeline, request, bar)
-    finally:
-        if bar is not None:
-            bar.finish_line()
+    write_events(args, pipeline.generate(request, CancelToken(),
+                                         preview_every=args.preview_every if args.preview_out else None))
     return 0
 
 
-def _run_generation(args: argparse.Namespace, pipeline, request: SongRequest, bar) -> None:
+def write_events(args: argparse.Namespace, events) -> None:
+    """Draw the events as a progress bar and write each Song (and previews) where ``args`` says."""
     import numpy as np
-    from engine.audio import write_audio, write_json_atomic, write_npy_atomic
-    from engine.events import CancelToken, Log, Progress, Song, Stage
 
-    for event in pipeline.generate(request, CancelToken()):
-        if bar is not None and isinstance(event, Stage):
-            bar.stage_started(event.name, event.variation or 0)
-        elif bar is not None and isinstance(event, Progress):
-            bar.update(event.done, event.total)
-        elif isinstance(event, Log):
-            if bar is not None:
-                bar.log(event.text)
-            elif event.text.startswith("Prompt too long"):
-                print(f"warning: {event.text}", file=sys.stderr)
-        elif isinstance(event, Song):
-            out = variation_path(args.out, event.variation)
-            write_audio(out, event.audio, event.sample_rate)
-            write_json_atomic(sidecar_path(out), {"audio": out.name, **event.metadata})
-            if args.codes_out is not None:
-                write_npy_atomic(variation_path(args.codes_out, event.variation), event.codes.astype(np.int64))
-            if bar is not None:
-                bar.log(f"wrote {out} ({event.seconds:.1f} s, seed {event.metadata['seed']})")
+    from engine.audio import write_audio, write_npy_atomic
+    from engine.cli.progress_bar import ProgressBar
+    from engine.song_file import variation_path, write_song
+
+    bar = ProgressBar() if not args.quiet else None
+    try:
+        for event in events:
+            if bar is not None and isinstance(event, Stage):
+                bar.stage_started(event.name, event.variation)
+            elif bar is not None and isinstance(event, Progress):
+                bar.update(event.done, event.total)
+            elif isinstance(event, Log):
+                if bar is not None:
+                    bar.log(event.text)
+                elif event.level == "warning":
+                    print(f"warning: {event.text}", file=sys.stderr)
+            elif isinstance(event, Preview) and args.preview_out is not None:
+                write_audio(args.preview_out, event.audio, event.sample_rate)
+            elif isinstance(event, Song):
+                saved = write_song(event, variation_path(args.out, event.variation))
+                if args.codes_out is not None and event.codes is not None:
+                    write_npy_atomic(variation_path(args.codes_out, event.variation), np.asarray(event.codes, np.int16))
+                if bar is not None:
+                    bar.log(f"wrote {saved.audio_path} ({event.seconds:.1f} s, seed {event.metadata.get('seed')})")
+    finally:
+        if bar is not None:
+            bar.finish_line()

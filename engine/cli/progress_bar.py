@@ -6,8 +6,10 @@ import sys
 import time
 from typing import TextIO
 
+from engine.events import BACKBONE, DECODE, SUPERRES
+
 MIN_REDRAW_S = 0.1
-UNITS = {"backbone": "tok", "superres": "pass", "decode": "chunk"}
+UNITS = {BACKBONE: "tok", SUPERRES: "pass", DECODE: "chunk"}
 
 
 def format_eta(seconds: float) -> str:
@@ -24,7 +26,7 @@ class ProgressBar:
         self._dirty = False
         self._drawn_at = 0.0
 
-    def stage_started(self, name: str, variation: int = 0) -> None:
+    def stage_started(self, name: str, variation: int | None = None) -> None:
         self.finish_line()
         self.stage = name
         self.started = time.monotonic()

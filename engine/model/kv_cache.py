@@ -37,3 +37,17 @@ class KVCache:
 
     def advance(self, n: int) -> None:
         self.length += n
+
+    def row_view(self, row: int = 0) -> "KVCache":
+        """A one-row cache sharing this cache's storage: prefill it once, then ``share_row``."""
+        view = KVCache.__new__(KVCache)
+        view.k, view.v, view.length = self.k[:, row:row + 1], self.v[:, row:row + 1], self.length
+        return view
+
+    def share_row(self, view: "KVCache", row: int = 0) -> None:
+        """Take ``view``'s length and copy its filled positions to every row (variations share a prefill)."""
+        self.length = view.length
+        if self.k.shape[1] > 1:
+            n = view.length
+            self.k[:, :, :, :n] = self.k[:, row:row + 1, :, :n]
+            self.v[:, :, :, :n] = self.v[:, row:row + 1, :, :n]

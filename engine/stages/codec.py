@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Generator, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from engine.stages.decoder_config import NUM_QUANTIZERS, DecoderConfig, load_decoder_config
-from engine.errors import RequestError, WeightsError
-from engine.events import CancelToken
+from engine.errors import NonFiniteError, RequestError, WeightsError
+from engine.events import DECODE, CancelToken, Progress, drain
 from engine.prompt.special_tokens import CODEBOOK_SIZE
 CHUNK_FRAMES = 1920
 OVERLAP_FRAMES = 480
@@ -246,25 +246,32 @@ def decode_span(decoder: DacDecoder, z: torch.Tensor, *, window: int = WINDOW_FR
     block's residual units (3 + 9 + 27 samples) and transposed conv, then the first conv), so
     with halo ≥ 12 every kept sample sees exactly the inputs it would see in the whole call,
     while the [192, samples] activations of the last block are bounded by the window.
+    NonFiniteError as soon as one window's output holds NaN or inf.
     """
     L, hop = z.shape[-1], decoder.config.hop
     if window <= 0 or L <= window + 2 * halo:
-        return decoder.decoder(z)
+        return _finite(decoder.decoder(z), 0, L)
     parts = []
     for a in range(0, L, window):
         b = min(a + window, L)
         lo, hi = max(0, a - halo), min(L, b + halo)
-        y = decoder.decoder(z[..., lo:hi])
+        y = _finite(decoder.decoder(z[..., lo:hi]), lo, hi)
         parts.append(y[..., (a - lo) * hop:(b - lo) * hop])
     return torch.cat(parts, dim=-1)
 
 
-def decode_codes(decoder: DacDecoder, codes: torch.Tensor, *, chunk: int = CHUNK_FRAMES,
-                 overlap: int = OVERLAP_FRAMES, window: int = WINDOW_FRAMES, halo: int = HALO_FRAMES,
-                 cancel: CancelToken | None = None,
-                 on_chunk: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Codes [64, T] → float32 CPU audio [2, T·2048], decoded chunk by chunk (upstream's 1920/480
-    plan), seams joined by a linear crossfade; each chunk computed in bounded-memory windows."""
+def _finite(y: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    if not bool(torch.isfinite(y).all()):
+        raise NonFiniteError("decode", f"frames {lo}..{hi - 1}", str(y.dtype).removeprefix("torch."))
+    return y
+
+
+def decode_chunks(decoder: DacDecoder, codes: torch.Tensor, *, chunk: int = CHUNK_FRAMES,
+                  overlap: int = OVERLAP_FRAMES, window: int = WINDOW_FRAMES, halo: int = HALO_FRAMES,
+                  cancel: CancelToken | None = None) -> Generator[Progress, None, torch.Tensor]:
+    """The stage: codes [64, T] → float32 CPU audio [2, T·2048], decoded chunk by chunk (upstream's
+    1920/480 plan), seams joined by a linear crossfade; each chunk computed in bounded-memory
+    windows. Yields Progress after each chunk."""
     check_codes(codes, decoder.config.num_quantizers, decoder.config.codebook_size)
     hop = decoder.config.hop
     frames = codes.shape[1]
@@ -287,6 +294,25 @@ def decode_codes(decoder: DacDecoder, codes: torch.Tensor, *, chunk: int = CHUNK
                 out[:, seam] = torch.lerp(out[:, seam], y[:, :n], fade[:n])
             out[:, prev_stop * hop:stop * hop] = y[:, n:]
             prev_stop = stop
-            if on_chunk is not None:
-                on_chunk(i + 1, len(plan))
+            yield Progress(DECODE, i + 1, len(plan))
     return out
+
+
+def decode_codes(decoder: DacDecoder, codes: torch.Tensor, *, chunk: int = CHUNK_FRAMES,
+                 overlap: int = OVERLAP_FRAMES, window: int = WINDOW_FRAMES, halo: int = HALO_FRAMES,
+                 cancel: CancelToken | None = None,
+                 on_chunk: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """``decode_chunks`` run to its end (tests, benchmarks, ``khala decode``); ``on_chunk(done, total)``."""
+    stage = decode_chunks(decoder, codes, chunk=chunk, overlap=overlap, window=window, halo=halo, cancel=cancel)
+    return drain(stage, None if on_chunk is None else (lambda ev: on_chunk(ev.done, ev.total)))
+
+
+def decode_coarse(decoder: DacDecoder, coarse: torch.Tensor, *, start: int = 0, halo: int = HALO_FRAMES,
+                  window: int = WINDOW_FRAMES) -> torch.Tensor:
+    """Rough preview: (q0, q1) codes [A,2] → float32 CPU audio [2, (A-start)·2048] of frames start..A-1,
+    from the latent of codebooks 0 and 1 alone (SPEC §12), with ``halo`` frames of left context."""
+    lo = max(0, start - halo)
+    codes = coarse[lo:].T.to(device=decoder.codebooks.device, dtype=torch.long).unsqueeze(0)  # [1,2,A-lo]
+    with torch.inference_mode():
+        y = decode_span(decoder, decoder.embed(codes), window=window, halo=halo)[0]
+    return y[:, (start - lo) * decoder.config.hop:].to("cpu", torch.float32)

@@ -7,6 +7,9 @@ copied, not downloaded again) and its shared HTTP session. The transfer loop is 
 ``hf_hub_download`` deletes a partial file when a transfer fails, so a relaunch would start from
 zero. Here partial data stays in ``<folder>/.khala-partial/<file>.<etag>.part`` and continues
 with a Range request, on a retry and on the next launch alike.
+
+``download_events`` is the download as a generator of ``engine.events.DownloadProgress`` (on
+the caller's thread, like every stage); ``download_weights`` runs it to the end.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass
 from importlib import util as import_util
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Generator, Iterator
 from urllib.parse import quote, urlsplit
 
 from filelock import FileLock, Timeout
@@ -30,9 +33,9 @@ from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, OfflineModeI
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
 from engine.errors import WeightsError
-from engine.events import CancelToken, DownloadProgress
+from engine.events import VERIFY, CancelToken, DownloadProgress, drain
 from engine.weights.folder import (PARTIAL_DIR, WeightPaths, check_file, check_tokenizer_json, default_weights_dir,
-                                   file_digests, forget_file, is_recorded, locate_weights, read_record, record_file)
+                                   digest_steps, file_digests, forget_file, is_recorded, locate_weights, read_record, record_file)
 from engine.weights.manifest import MANIFEST_PATH, TOKENIZER_FILE, WEIGHT_FILES, TokenizerSource, load_manifest
 
 try:  # huggingface_hub's HTTP client: httpx2 in this release line, httpx in 1.x
@@ -93,22 +96,21 @@ class _Net:
 class _Tracker:
     """Bytes, rate (over the last few seconds) and ETA across all files of one run."""
 
-    def __init__(self, sizes: dict[str, int], done: dict[str, int],
-                 on_progress: Callable[[DownloadProgress], None] | None) -> None:
-        self.sizes, self.done, self.on_progress = sizes, dict(done), on_progress
+    def __init__(self, sizes: dict[str, int], done: dict[str, int]) -> None:
+        self.sizes, self.done = sizes, dict(done)
         self.file = ""
         self.moved = 0
         self.samples: deque[tuple[float, int]] = deque([(time.monotonic(), 0)])
         self.last_emit = 0.0
 
-    def start(self, name: str, have: int) -> None:
+    def start(self, name: str, have: int) -> Iterator[DownloadProgress]:
         self.file, self.done[name] = name, have
-        self.emit(force=True)
+        yield from self.emit(force=True)
 
-    def advance(self, n: int) -> None:
+    def advance(self, n: int) -> Iterator[DownloadProgress]:
         self.done[self.file] += n
         self.moved += n
-        self.emit()
+        yield from self.emit()
 
     def rate(self) -> float:
         now = time.monotonic()
@@ -118,16 +120,18 @@ class _Tracker:
         t0, m0 = self.samples[0]
         return (self.moved - m0) / (now - t0) if now > t0 else 0.0
 
-    def emit(self, force: bool = False, phase: str = "download", file_done: int | None = None) -> None:
+    def emit(self, force: bool = False, phase: str = "download",
+             file_done: int | None = None) -> Iterator[DownloadProgress]:
+        """One event, at most every PROGRESS_EVERY_S unless forced."""
         now = time.monotonic()
-        if self.on_progress is None or (not force and now - self.last_emit < PROGRESS_EVERY_S):
+        if not force and now - self.last_emit < PROGRESS_EVERY_S:
             return
         self.last_emit = now
         total, done = sum(self.sizes.values()), sum(self.done.values())
         rate = self.rate()
         eta = (total - done) / rate if rate > 0 else None
         name = self.file
-        self.on_progress(DownloadProgress(name, self.done.get(name, 0) if file_done is None else file_done,
+        yield (DownloadProgress(name, self.done.get(name, 0) if file_done is None else file_done,
                                           self.sizes.get(name, 0), done, total, rate, eta, phase))
 
 
@@ -210,13 +214,13 @@ def _same_origin(a: str, b: str) -> bool:
     return urlsplit(a).netloc.lower() == urlsplit(b).netloc.lower()
 
 
-def _stream(rf: RemoteFile, part: Path, net: _Net, tracker: _Tracker) -> None:
+def _stream(rf: RemoteFile, part: Path, net: _Net, tracker: _Tracker) -> Iterator[DownloadProgress]:
     """Append the rest of ``rf`` to ``part``; raise _Incomplete if the body ends early."""
     have = part.stat().st_size if part.exists() else 0
     if have > rf.size:
         part.unlink()
         have = 0
-    tracker.start(rf.name, have)
+    yield from tracker.start(rf.name, have)
     if have == rf.size:
         return
     headers = build_hf_headers()
@@ -231,30 +235,33 @@ def _stream(rf: RemoteFile, part: Path, net: _Net, tracker: _Tracker) -> None:
             hf_raise_for_status(r)
         if have and (r.status_code != 206 or not r.headers.get("Content-Range", "").startswith(f"bytes {have}-")):
             have = 0  # the server ignored the Range: take the whole body
-            tracker.start(rf.name, 0)
+            yield from tracker.start(rf.name, 0)
         with part.open("ab" if have else "wb") as f:
             for chunk in r.iter_bytes():
                 net.check()
                 f.write(chunk)
                 have += len(chunk)
-                tracker.advance(len(chunk))
+                yield from tracker.advance(len(chunk))
     if have < rf.size:
         raise _Incomplete(f"{have:,} of {rf.size:,} bytes")
 
 
-def _digest_problem(path: Path, rf: RemoteFile, net: _Net, tracker: _Tracker) -> tuple[str | None, str, str | None]:
+def _digest_problem(path: Path, rf: RemoteFile, net: _Net,
+                    tracker: _Tracker) -> Generator[DownloadProgress, None, tuple[str | None, str, str | None]]:
     """(problem or None, sha256, git sha1) of a complete file against the Hub's size and ETag."""
     size = path.stat().st_size
     hashed = 0
-
-    def tick(n: int) -> None:
-        nonlocal hashed
+    tracker.file = rf.name
+    steps = digest_steps(path, git_sha1=bool(_SHA1.fullmatch(rf.etag)))
+    while True:
+        try:
+            n = next(steps)
+        except StopIteration as stop:
+            sha256, sha1 = stop.value
+            break
         net.check()
         hashed += n
-        tracker.emit(phase="verify", file_done=hashed)
-
-    tracker.file = rf.name
-    sha256, sha1 = file_digests(path, git_sha1=bool(_SHA1.fullmatch(rf.etag)), on_bytes=tick)
+        yield from tracker.emit(phase=VERIFY, file_done=hashed)
     if size != rf.size:
         return f"{size:,} bytes, the Hub says {rf.size:,}", sha256, sha1
     if _SHA256.fullmatch(rf.etag) and sha256 != rf.etag:
@@ -270,7 +277,7 @@ def _install(path: Path, folder: Path, rf: RemoteFile, sha256: str, sha1: str | 
                 sha256=sha256, git_sha1=sha1)
 
 
-def _fetch(rf: RemoteFile, folder: Path, net: _Net, tracker: _Tracker) -> None:
+def _fetch(rf: RemoteFile, folder: Path, net: _Net, tracker: _Tracker) -> Iterator[DownloadProgress]:
     part_dir = folder / PARTIAL_DIR
     part_dir.mkdir(parents=True, exist_ok=True)
     part = part_dir / rf.part_name
@@ -281,7 +288,7 @@ def _fetch(rf: RemoteFile, folder: Path, net: _Net, tracker: _Tracker) -> None:
     while True:
         before = part.stat().st_size if part.exists() else 0
         try:
-            _stream(rf, part, net, tracker)
+            yield from _stream(rf, part, net, tracker)
         except (HfHubHTTPError, _Incomplete, *TRANSIENT) as error:
             progressed = part.exists() and part.stat().st_size > before
             failures = 1 if progressed else failures + 1
@@ -289,7 +296,7 @@ def _fetch(rf: RemoteFile, folder: Path, net: _Net, tracker: _Tracker) -> None:
                 raise _explain(error, rf.name, rf.repo, rf.revision, net, failures) from None
             net.wait_before_retry(failures)
             continue
-        problem, sha256, sha1 = _digest_problem(part, rf, net, tracker)
+        problem, sha256, sha1 = yield from _digest_problem(part, rf, net, tracker)
         if problem is None:
             _install(part, folder, rf, sha256, sha1)
             return
@@ -310,7 +317,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def _from_hf_cache(rf: RemoteFile, folder: Path, net: _Net, tracker: _Tracker) -> bool:
+def _from_hf_cache(rf: RemoteFile, folder: Path, net: _Net,
+                   tracker: _Tracker) -> Generator[DownloadProgress, None, bool]:
     """Take the file from the huggingface_hub cache (HF_HOME) when it is there and intact."""
     cached = try_to_load_from_cache(rf.repo, rf.name, revision=rf.commit)
     if not isinstance(cached, str):
@@ -319,7 +327,7 @@ def _from_hf_cache(rf: RemoteFile, folder: Path, net: _Net, tracker: _Tracker) -
     part_dir.mkdir(parents=True, exist_ok=True)
     part = part_dir / (rf.part_name + ".cache")
     _link_or_copy(Path(os.path.realpath(cached)), part)
-    problem, sha256, sha1 = _digest_problem(part, rf, net, tracker)
+    problem, sha256, sha1 = yield from _digest_problem(part, rf, net, tracker)
     if problem is not None:
         part.unlink()
         return False
@@ -327,10 +335,11 @@ def _from_hf_cache(rf: RemoteFile, folder: Path, net: _Net, tracker: _Tracker) -
     return True
 
 
-def _adopt_existing(rf: RemoteFile, folder: Path, net: _Net, tracker: _Tracker) -> bool:
+def _adopt_existing(rf: RemoteFile, folder: Path, net: _Net,
+                    tracker: _Tracker) -> Generator[DownloadProgress, None, bool]:
     """A file already in the folder (a manual download, or changed since): keep it if it matches."""
     path = folder / rf.name
-    problem, sha256, sha1 = _digest_problem(path, rf, net, tracker)
+    problem, sha256, sha1 = yield from _digest_problem(path, rf, net, tracker)
     if problem is None:
         record_file(folder, rf.name, repo=rf.repo, revision=rf.revision, commit=rf.commit, etag=rf.etag,
                     sha256=sha256, git_sha1=sha1)
@@ -459,15 +468,16 @@ def _check_disk(folder: Path, need: int) -> None:
                            f"{_gb(free)} GB free on {probe}.")
 
 
-def download_weights(folder: Path | str | None = None, *, repo: str | None = None, revision: str | None = None,
-                     on_progress: Callable[[DownloadProgress], None] | None = None,
-                     cancel: CancelToken | None = None, retries: int = 5, backoff: float = 1.0,
-                     timeout: float | None = None) -> WeightPaths:
-    """Make ``folder`` hold the verified model; fetch only what is missing, changed or partial.
+def download_events(folder: Path | str | None = None, *, repo: str | None = None, revision: str | None = None,
+                    cancel: CancelToken | None = None, retries: int = 5, backoff: float = 1.0,
+                    timeout: float | None = None) -> Generator[DownloadProgress, None, WeightPaths]:
+    """Make ``folder`` hold the verified model, yielding progress; fetch only what is missing,
+    changed or partial. Returns the located files.
 
     With everything present and verified, or with HF_HUB_OFFLINE set, no request is made.
     ``timeout`` (default ``$HF_HUB_DOWNLOAD_TIMEOUT``, 10 s) is how long a silent server is
     waited for; transient failures are retried ``retries`` times with exponential ``backoff``.
+    Closing the generator (or ``cancel``) stops the download; what arrived is kept for a resume.
     """
     manifest = load_manifest()
     folder = Path(folder or default_weights_dir()).expanduser()
@@ -484,14 +494,20 @@ def download_weights(folder: Path | str | None = None, *, repo: str | None = Non
         _install_offline(folder, todo, repo, revision)
         return locate_weights(folder)
     try:
-        return _download(folder, todo, repo, revision, net, on_progress)
+        return (yield from _download(folder, todo, repo, revision, net))
     except OfflineModeIsEnabled:
         _install_offline(folder, todo, repo, revision)
         return locate_weights(folder)
 
 
-def _download(folder: Path, todo: list[str], repo: str, revision: str, net: _Net,
-              on_progress: Callable[[DownloadProgress], None] | None) -> WeightPaths:
+def download_weights(folder: Path | str | None = None, *,
+                     on_progress: Callable[[DownloadProgress], None] | None = None, **kw) -> WeightPaths:
+    """``download_events`` run to its end (the CLI, tests); ``on_progress`` sees each event."""
+    return drain(download_events(folder, **kw), on_progress)
+
+
+def _download(folder: Path, todo: list[str], repo: str, revision: str,
+              net: _Net) -> Generator[DownloadProgress, None, WeightPaths]:
     plan = [remote_file(n, repo, revision, net) for n in todo if n != TOKENIZER_FILE]
     tokenizer: Path | RemoteFile | None = None
     if TOKENIZER_FILE in todo and not _usable_tokenizer(folder):
@@ -499,11 +515,11 @@ def _download(folder: Path, todo: list[str], repo: str, revision: str, net: _Net
         if isinstance(tokenizer, RemoteFile):
             plan.append(tokenizer)
     partial = {rf.name: _part_size(folder, rf) for rf in plan}
-    tracker = _Tracker({rf.name: rf.size for rf in plan}, partial, on_progress)
+    tracker = _Tracker({rf.name: rf.size for rf in plan}, partial)
 
     fetch = []
     for rf in plan:
-        if (folder / rf.name).is_file() and _adopt_existing(rf, folder, net, tracker):
+        if (folder / rf.name).is_file() and (yield from _adopt_existing(rf, folder, net, tracker)):
             tracker.done[rf.name] = rf.size
             continue
         fetch.append(rf)
@@ -515,7 +531,7 @@ def _download(folder: Path, todo: list[str], repo: str, revision: str, net: _Net
     folder.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(str(folder / ".khala-download.lock"), timeout=0):
-            _apply(folder, todo, tokenizer, fetch, net, tracker)
+            yield from _apply(folder, todo, tokenizer, fetch, net, tracker)
     except Timeout:
         raise WeightsError(f"Another download into {folder} is running; wait for it to finish.") from None
     shutil.rmtree(folder / PARTIAL_DIR, ignore_errors=True)  # anything left there is stale
@@ -523,7 +539,7 @@ def _download(folder: Path, todo: list[str], repo: str, revision: str, net: _Net
 
 
 def _apply(folder: Path, todo: list[str], tokenizer: Path | RemoteFile | None, fetch: list[RemoteFile],
-           net: _Net, tracker: _Tracker) -> None:
+           net: _Net, tracker: _Tracker) -> Iterator[DownloadProgress]:
     if TOKENIZER_FILE in todo and tokenizer is None:
         record_file(folder, TOKENIZER_FILE, source="existing", sha256=file_digests(folder / TOKENIZER_FILE)[0])
     elif isinstance(tokenizer, Path):
@@ -531,10 +547,10 @@ def _apply(folder: Path, todo: list[str], tokenizer: Path | RemoteFile | None, f
     for rf in fetch:
         forget_file(folder, rf.name)
         (folder / rf.name).unlink(missing_ok=True)  # never leave an unverified file under the real name
-        if not _from_hf_cache(rf, folder, net, tracker):
-            _fetch(rf, folder, net, tracker)
+        if not (yield from _from_hf_cache(rf, folder, net, tracker)):
+            yield from _fetch(rf, folder, net, tracker)
         tracker.done[rf.name] = rf.size
-    tracker.emit(force=True)
+    yield from tracker.emit(force=True)
 
 
 def _part_size(folder: Path, rf: RemoteFile) -> int:
@@ -545,4 +561,4 @@ def _part_size(folder: Path, rf: RemoteFile) -> int:
         return 0
 
 
-__all__ = ["DownloadProgress", "RemoteFile", "download_weights", "hub_endpoint", "is_offline", "remote_file"]
+__all__ = ["DownloadProgress", "RemoteFile", "download_events", "download_weights", "hub_endpoint", "is_offline", "remote_file"]

@@ -19,7 +19,7 @@ import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Generator, Iterable
 
 from engine.errors import PromptError, WeightsError
 from engine.weights.manifest import TOKENIZER_FILE, WEIGHT_FILES, load_manifest
@@ -253,9 +253,8 @@ class VerifyReport:
         return not self.problems
 
 
-def file_digests(path: Path, *, git_sha1: bool = False,
-                 on_bytes: Callable[[int], None] | None = None) -> tuple[str, str | None]:
-    """(sha256, git blob sha1 or None) of a file, read once."""
+def digest_steps(path: Path, *, git_sha1: bool = False) -> Generator[int, None, tuple[str, str | None]]:
+    """Hash a file, yielding the bytes of each block read; returns (sha256, git blob sha1 or None)."""
     sha256 = hashlib.sha256()
     sha1 = hashlib.sha1(b"blob %d\0" % path.stat().st_size) if git_sha1 else None
     with path.open("rb") as f:
@@ -263,9 +262,21 @@ def file_digests(path: Path, *, git_sha1: bool = False,
             sha256.update(block)
             if sha1 is not None:
                 sha1.update(block)
-            if on_bytes is not None:
-                on_bytes(len(block))
+            yield len(block)
     return sha256.hexdigest(), sha1.hexdigest() if sha1 is not None else None
+
+
+def file_digests(path: Path, *, git_sha1: bool = False,
+                 on_bytes: Callable[[int], None] | None = None) -> tuple[str, str | None]:
+    """(sha256, git blob sha1 or None) of a file, read once; ``on_bytes(n)`` after each block."""
+    steps = digest_steps(path, git_sha1=git_sha1)
+    while True:
+        try:
+            n = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if on_bytes is not None:
+            on_bytes(n)
 
 
 def verify_weights(folder: Path | str | None = None, *, full: bool = True,

@@ -28,17 +28,20 @@ from engine.events import CancelToken, Progress, Song, Stage  # noqa: E402
 
 
 class FakePipeline:
-    """Same interface as engine.pipeline.Pipeline: stages, progress, one Song per variation."""
+    """Same interface as engine.pipeline.Pipeline: stages, progress, one Song per variation, with the
+    real pipeline's metadata keys (tests/app/test_app_contract.py ties the two together)."""
 
     def __init__(self, weights_dir: Path, step_s: float = 0.0, steps: int = 8) -> None:
         self.weights_dir, self.step_s, self.steps = weights_dir, step_s, steps
         self.requests: list[SongRequest] = []
 
-    def generate(self, request: SongRequest, cancel: CancelToken) -> Iterator[object]:
+    def generate(self, request: SongRequest, cancel: CancelToken, **_options) -> Iterator[object]:
         self.requests.append(request)
         seed = request.seed if request.seed is not None else 1234
-        for stage in ("load_backbone", "backbone", "superres", "decode"):
+        for stage in ("load_backbone", "backbone", "load_superres", "superres", "load_decoder", "decode"):
             yield Stage(stage)
+            if stage.startswith("load_"):
+                continue
             for i in range(self.steps):
                 cancel.check()
                 time.sleep(self.step_s)
@@ -48,9 +51,21 @@ class FakePipeline:
             rng = np.random.default_rng(seed + v)
             left = 0.3 * np.sin(2 * np.pi * 330 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 0.7 * t))
             audio = np.stack([left, 0.2 * rng.standard_normal(t.size)]).astype(np.float32)
-            yield Song(audio=audio, sample_rate=44_100, codes=np.zeros((64, 10), np.int64),
-                       metadata={"seed": seed + v, "timings": {"backbone": 0.1}, "device": "cpu"},
-                       variation=v)
+            frames = audio.shape[1] // 2048
+            yield Song(audio=audio, sample_rate=44_100, codes=np.zeros((64, frames), np.int64),
+                       metadata=fake_metadata(request, seed + v, v, frames, audio.shape[1] / 44_100), variation=v)
+
+
+def fake_metadata(request: SongRequest, seed: int, variation: int, frames: int, seconds: float) -> dict:
+    timings = {"load_backbone": 0.01, "backbone": 0.1, "load_superres": 0.01, "superres": 0.05,
+               "load_decoder": 0.01, "decode": 0.02}
+    return {"request": {**request.to_dict(), "seed": seed}, "seed": seed, "variation": variation,
+            "tokens": {"backbone_prompt": 12, "superres_prompt": 12, "generated": 2 * frames + 1,
+                       "audio_frames": frames, "prefix_frames": 0, "hit_eos": True, "dropped": 0},
+            "prompt_truncated": [], "timings_s": timings, "seconds": seconds, "sample_rate": 44_100,
+            "device": "cpu", "dtype": "float32", "decoder_dtype": "float32", "dtype_fallbacks": [],
+            "engine": {"kind": "local"}, "parent": None,
+            "versions": {"khala": "test", "torch": "test", "python": "test"}}
 
 
 @pytest.fixture(autouse=True)
@@ -84,7 +99,7 @@ def settings(tmp_path: Path):
 
 
 def make_window(qtbot, settings, weights_dir: Path | None, pipeline_factory):
-    from app.generate import PipelineProvider
+    from app.generation import PipelineProvider
     from app.main import build
 
     window, tray = build(settings, weights_dir, PipelineProvider(pipeline_factory))
@@ -97,7 +112,7 @@ def make_window(qtbot, settings, weights_dir: Path | None, pipeline_factory):
 @pytest.fixture()
 def fake_window(qtbot, settings, tmp_path, monkeypatch):
     """The real window over a FakePipeline (weights check bypassed)."""
-    monkeypatch.setattr("app.window_generation.weights_problem", lambda folder: None)
+    monkeypatch.setattr("app.generation.weights_problem", lambda folder: None)
     pipelines: list[FakePipeline] = []
 
     def factory(folder: Path) -> FakePipeline:

@@ -34,12 +34,19 @@ def test_download_cancel_resume_then_ready(qtbot, hub, settings, tmp_path, monke
     from conftest import make_window
 
     monkeypatch.setattr(download, "PROGRESS_EVERY_S", 0.0)
-    real = download.download_weights
+    real = download.download_events
 
-    def slow(folder, on_progress=None, **kw):  # a slow network, so Cancel lands mid-file
-        return real(folder, on_progress=lambda p: (time.sleep(0.01), on_progress(p)), **kw)
+    def slow(folder, **kw):  # a slow network, so Cancel lands mid-file
+        inner = real(folder, **kw)
+        while True:
+            try:
+                event = next(inner)
+            except StopIteration as stop:
+                return stop.value
+            time.sleep(0.01)
+            yield event
 
-    monkeypatch.setattr(download, "download_weights", slow)
+    monkeypatch.setattr(download, "download_events", slow)
     w, _ = make_window(qtbot, settings, None, lambda folder: None)
     w.open_first_launch()
     d = w.first_launch

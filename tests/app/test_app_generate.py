@@ -93,7 +93,7 @@ def test_engine_error_is_a_message_not_a_traceback(qtbot, fake_window):
     def broken(folder):
         raise WeightsError("khala_backbone.safetensors is truncated.")
 
-    fake_window.provider._factory = broken
+    fake_window.controller.provider._factory = broken
     fill_compose(fake_window)
     fake_window.generate()
     qtbot.waitUntil(lambda: fake_window.job is None, timeout=10_000)

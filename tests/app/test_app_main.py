@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 import subprocess
 import sys
@@ -40,6 +42,10 @@ def test_export_writes_audio_and_sidecar(tmp_path):
 
     src = tmp_path / "a.wav"
     soundfile.write(str(src), np.zeros((4410, 2)) + 0.25, 44_100)
-    out = export_song(src, tmp_path / "out" / "b.flac", {"title": "b"})
+    from app.library.store import SongRecord
+
+    rec = SongRecord(title="b", audio_path=src, request={"tags": "Pop"}, seed=7, timings={"backbone": 1.0})
+    out = export_song(rec, tmp_path / "out" / "b.flac")
     assert soundfile.info(str(out)).format == "FLAC"
-    assert (tmp_path / "out" / "b.json").is_file()
+    sidecar = json.loads((tmp_path / "out" / "b.flac.json").read_text())
+    assert sidecar["title"] == "b" and sidecar["seed"] == 7 and sidecar["timings_s"] == {"backbone": 1.0}

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch") is None or not
 
 
 def test_real_pipeline_song_lands_in_library(qtbot, settings, tiny_weights):
-    from app.generate import real_pipeline_factory
+    from app.generation import real_pipeline_factory
     from conftest import make_window
 
     settings.max_tokens = 48
@@ -47,7 +47,7 @@ def test_real_pipeline_song_lands_in_library(qtbot, settings, tiny_weights):
 
 
 def test_real_pipeline_cancel_during_backbone_leaves_nothing(qtbot, settings, tiny_weights):
-    from app.generate import real_pipeline_factory
+    from app.generation import real_pipeline_factory
     from conftest import make_window
     from engine.events import Progress, Stage
 

@@ -1,0 +1,177 @@
+"""The one generation controller: prepare a request → run it as a Job → add its songs to the library.
+
+The window's Generate button, the tray's Quick Generate and the memory warning's "Generate
+Anyway" all call ``submit``; ``prepare`` is the one check before a song starts. The job's
+worker thread runs ``engine.pipeline`` (imported there only: the app never imports torch) and
+writes each song with ``engine.song_file.write_song``; the GUI thread only adds the record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from PySide6.QtCore import QObject, Signal
+
+from app import memory_check, paths
+from app.jobs import Job
+from app.library.store import Library, record_from_song
+from app.progress import ProgressTracker
+from app.settings import Settings
+from engine.errors import KhalaError
+from engine.events import CancelToken, Log, Progress, Song, Stage
+from engine.request import SongRequest
+from engine.song_file import SavedSong, slug, song_title, write_song
+
+PipelineFactory = Callable[[Path], Any]
+
+
+def real_pipeline_factory(weights_dir: Path, keep_loaded: bool = False) -> Any:
+    from engine.pipeline import Pipeline  # torch: only ever on the worker thread
+
+    return Pipeline(weights_dir, keep_loaded=keep_loaded)
+
+
+class PipelineProvider:
+    """Creates the pipeline on first use (in the worker) and keeps it for the next song."""
+
+    def __init__(self, factory: PipelineFactory = real_pipeline_factory) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._pipeline: Any = None
+        self._dir: Path | None = None
+
+    def get(self, weights_dir: Path) -> Any:
+        with self._lock:
+            if self._pipeline is None or self._dir != weights_dir:
+                self._pipeline = self._factory(weights_dir)
+                self._dir = weights_dir
+            return self._pipeline
+
+
+def weights_problem(folder: Path | None) -> str | None:
+    if folder is None:
+        return "The model is not downloaded yet. Choose File → Download Model…"
+    try:
+        from engine.weights.folder import locate_weights
+
+        locate_weights(folder)
+    except KhalaError as exc:
+        return f"The model in {folder} cannot be used: {exc}"
+    return None
+
+
+def song_path(songs_dir: Path, request: SongRequest, fmt: str, variation: int, seed: int | None) -> Path:
+    title = song_title(request, variation, request.variations)
+    return songs_dir / f"{datetime.now():%Y-%m-%d-%H%M%S}-{slug(title)}-{seed if seed is not None else 'x'}.{fmt}"
+
+
+def generation_work(provider: PipelineProvider, weights_dir: Path, request: SongRequest, songs_dir: Path,
+                    fmt: str = "wav") -> Callable[[CancelToken], Iterator[object]]:
+    """The job: the pipeline's events, with each Song replaced by the SavedSong written for it."""
+
+    def work(cancel: CancelToken) -> Iterator[object]:
+        pipeline = provider.get(weights_dir)
+        cancel.check()
+        for event in pipeline.generate(request, cancel):
+            if isinstance(event, Song):
+                cancel.check()
+                seed = event.metadata.get("seed")
+                yield write_song(event, song_path(songs_dir, request, fmt, event.variation, seed), overwrite=False,
+                                 title=song_title(request, event.variation, request.variations))
+            else:
+                yield event
+
+    return work
+
+
+class GenerationController(QObject):
+    """Owns the running job. Signals carry everything the window shows; none touch widgets."""
+
+    message = Signal(str, str)  # text, level ("", "warn", "error")
+    progress = Signal(int, str)  # percent, status text
+    busy_changed = Signal(bool)
+    song_added = Signal(int)  # library id
+    log = Signal(str)
+    memory_warning = Signal(object, str)  # the prepared request, the warning
+    notify = Signal(str, str)  # title, text
+
+    def __init__(self, settings: Settings, library: Library, provider: PipelineProvider,
+                 weights_dir: Path | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.settings, self.library, self.provider = settings, library, provider
+        self.weights_dir = weights_dir
+        self.job: Job | None = None
+        self.tracker: ProgressTracker | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None
+
+    def prepare(self, request: SongRequest) -> tuple[SongRequest | None, str]:
+        """The request as it will run, or None and the reason, checked before any work."""
+        if self.busy:
+            return None, "A song is already being made; wait or cancel it first."
+        try:
+            request.validate()
+        except KhalaError as exc:
+            return None, str(exc)
+        problem = (weights_problem(self.weights_dir) or paths.check_writable_dir(self.settings.songs_dir)
+                   or self.library.save_problem())
+        if problem:
+            return None, problem
+        if self.settings.max_tokens:
+            request = dataclasses.replace(request, max_tokens=self.settings.max_tokens)
+        return request, ""
+
+    def submit(self, request: SongRequest, check_memory: bool = True) -> bool:
+        """Start a song; False when it did not start (the reason went out as a message)."""
+        request, problem = self.prepare(request)
+        if request is None:
+            self.message.emit(problem, "error")
+            return False
+        if check_memory:
+            warning = memory_check.memory_warning(request, self.weights_dir)
+            if warning:
+                self.message.emit(warning, "warn")
+                self.memory_warning.emit(request, warning)
+                return False
+        self.settings.last_request = request
+        self.tracker = ProgressTracker(request.variations)
+        self.job = Job(generation_work(self.provider, self.weights_dir, request, self.settings.songs_dir,
+                                       self.settings.audio_format), self)
+        self.job.event.connect(self._on_event)
+        self.job.failed.connect(lambda m: self.message.emit(m, "error"))
+        self.job.cancelled.connect(lambda: self.message.emit("Cancelled. Nothing was kept from the unfinished song.", ""))
+        self.job.finished.connect(self._on_finished)
+        self.busy_changed.emit(True)
+        self.message.emit("Starting…", "")
+        self.job.start()
+        return True
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            self.message.emit("Cancelling…", "")
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, (Stage, Progress)) and self.tracker is not None:
+            snap = self.tracker.on_stage(event) if isinstance(event, Stage) else self.tracker.on_progress(event)
+            if not (self.job and self.job.token.cancelled):
+                self.progress.emit(snap.percent, snap.text)
+        elif isinstance(event, Log):
+            self.log.emit(event.text)
+        elif isinstance(event, SavedSong):
+            song_id = self.library.add(record_from_song(event.audio_path, event.sidecar_path, event.sidecar,
+                                                        event.audio))
+            self.song_added.emit(song_id)
+            self.notify.emit("Song ready", f"“{event.sidecar.get('title', '')}” is in your library.")
+
+    def _on_finished(self) -> None:
+        job, self.job = self.job, None
+        self.busy_changed.emit(False)
+        if job is not None and not job.token.cancelled and not job.failed_message:
+            self.message.emit("Done. Double-click a song to play it.", "")
