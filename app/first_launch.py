@@ -54,6 +54,7 @@ class FirstLaunchDialog(QDialog):
         self.setModal(False)
         self.folder = Path(folder)
         self.job: Job | None = None
+        self.check_job: Job | None = None
         from engine.weights.folder import required_download_bytes
 
         try:
@@ -104,17 +105,35 @@ class FirstLaunchDialog(QDialog):
         if folder:
             self.use_folder(Path(folder))
 
-    def use_folder(self, folder: Path) -> bool:
-        from engine.weights.folder import locate_weights
+    def use_folder(self, folder: Path) -> None:
+        """Check ``folder`` on a worker (it is user input: every file is read, headers only) and
+        accept it when it is whole; the dialog says "Checking…" meanwhile."""
+        if self.job is not None or self.check_job is not None:
+            return
+        from engine.weights.preflight import check_model_files
 
-        try:
-            locate_weights(folder)
-        except Exception as exc:  # noqa: BLE001 - shown inline
-            self.status.setText(f"That folder cannot be used: {exc}")
-            return False
+        def work(cancel):
+            check_model_files(folder)
+            yield Path(folder)
+
+        self.check_job = job = Job(work, self)
+        job.event.connect(self._folder_checked)
+        job.failed.connect(lambda message: self.status.setText(f"That folder cannot be used: {message}"))
+        job.finished.connect(self._folder_check_finished)
+        self.existing.setEnabled(False)
+        self.download.setEnabled(False)
+        self.status.setProperty("level", "")
+        self.status.setText(f"Checking {folder}…")
+        job.start()
+
+    def _folder_checked(self, folder: Path) -> None:
         self.weights_ready.emit(folder)
         self.accept()
-        return True
+
+    def _folder_check_finished(self) -> None:
+        self.check_job = None
+        self.existing.setEnabled(True)
+        self.download.setEnabled(True)
 
     # -- download ----------------------------------------------------------------------
     def start_download(self) -> None:
@@ -178,7 +197,8 @@ class FirstLaunchDialog(QDialog):
             self.download.setEnabled(True)
 
     def closeEvent(self, event) -> None:
-        if self.job is not None:
-            self.job.cancel()
-            self.job.wait(10_000)
+        for job in (self.job, self.check_job):
+            if job is not None:
+                job.cancel()
+                job.wait(10_000)
         super().closeEvent(event)

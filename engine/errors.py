@@ -1,8 +1,22 @@
 """Errors a user may see. ``str(error)`` is the whole message: short, specific, no traceback."""
 
+# The longest message a person is shown, on one line: a message built from a hostile file
+# could otherwise be gigabytes long.
+MESSAGE_LIMIT = 1000
+
+
+def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` as one line of at most ``limit`` characters (line breaks become spaces, "…" where cut)."""
+    cut = text[: limit + 1]
+    line = " ".join(part.strip() for part in cut.splitlines() if part.strip())
+    return line if len(line) <= limit and len(text) <= limit else line[: limit - 1] + "…"
+
 
 class KhalaError(Exception):
-    """Base of every error the engine reports to a person."""
+    """Base of every error the engine reports to a person. ``str`` is one line of bounded length."""
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class ConfigError(KhalaError):

@@ -17,6 +17,7 @@ from tokenizers import Tokenizer as _BPE
 
 from engine.errors import PromptError
 from engine.prompt.special_tokens import AUDIO_BASE, CODEBOOK_SIZE, ID_TO_SPECIAL, SPECIAL_TOKENS
+from engine.untrusted import TOKENIZER_JSON_BYTES, Refused, load_json
 
 TEXT_VOCAB_SIZE = 128_000
 # Ids every Llama-3 BPE vocabulary has (checked against the real file).
@@ -29,10 +30,11 @@ def _load_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise PromptError(f"Tokenizer file not found: {path}")
     try:
-        with path.open("rb") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise PromptError(f"Tokenizer file {path} is not readable JSON ({e.__class__.__name__}).") from None
+        data = load_json(path, TOKENIZER_JSON_BYTES)
+    except OSError as e:
+        raise PromptError(f"Tokenizer file {path} cannot be read ({e.strerror or e.__class__.__name__}).") from None
+    except Refused as e:
+        raise PromptError(f"Tokenizer file {path} is refused: {e}.") from None
     if not isinstance(data, dict):
         raise PromptError(f"Tokenizer file {path} is not a tokenizer.json (top level is not an object).")
     return data

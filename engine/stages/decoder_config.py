@@ -1,4 +1,5 @@
-"""decoder_config.yaml (SPEC §8): read and checked without torch, so the app can size a model too."""
+"""decoder_config.yaml (SPEC §8): read and checked without torch, so the app can size a model too,
+and the decoder_weights.pt tensor names and shapes it implies (checked before anything is loaded)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from engine.errors import ConfigError
 from engine.request import SAMPLES_PER_FRAME
 from engine.prompt.special_tokens import CODEBOOK_SIZE
+from engine.untrusted import DECODER_CONFIG_BYTES, Refused, load_yaml, short_repr
 
 NUM_QUANTIZERS = 64
+# The largest whole number and the longest list accepted: the released config's largest value is
+# 1024 (codebook_size) and its longest list has 4 entries. The widest decoder layer,
+# n_filters · 2^len(rates), is 3072 there; MAX_WIDTH keeps a hostile file from sizing huge layers.
+MAX_VALUE = 1 << 16
+MAX_LIST = 16
+MAX_WIDTH = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,7 @@ def _section(raw: Mapping[str, Any], name: str, required: bool = True) -> Mappin
     if value is None and not required:
         return None
     if not isinstance(value, Mapping):
-        raise ConfigError(f"decoder_config.yaml: '{name}' must be a section of settings; got {value!r}.")
+        raise ConfigError(f"decoder_config.yaml: '{name}' must be a section of settings; got {short_repr(value)}.")
     return value
 
 
@@ -48,8 +54,9 @@ def _int(section: Mapping[str, Any], prefix: str, key: str) -> int:
     if key not in section:
         raise ConfigError(f"decoder_config.yaml: missing '{prefix}.{key}'.")
     value = section[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"decoder_config.yaml: '{prefix}.{key}' must be a positive integer; got {value!r}.")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VALUE:
+        raise ConfigError(f"decoder_config.yaml: '{prefix}.{key}' must be a whole number from 1 to {MAX_VALUE}; "
+                          f"got {short_repr(value)}.")
     return value
 
 
@@ -57,9 +64,10 @@ def _ints(section: Mapping[str, Any], prefix: str, key: str) -> tuple[int, ...]:
     if key not in section:
         raise ConfigError(f"decoder_config.yaml: missing '{prefix}.{key}'.")
     value = section[key]
-    if (not isinstance(value, (list, tuple)) or not value
-            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)):
-        raise ConfigError(f"decoder_config.yaml: '{prefix}.{key}' must be a list of positive integers; got {value!r}.")
+    if (not isinstance(value, (list, tuple)) or not 1 <= len(value) <= MAX_LIST
+            or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_VALUE for v in value)):
+        raise ConfigError(f"decoder_config.yaml: '{prefix}.{key}' must be a list of 1 to {MAX_LIST} whole numbers "
+                          f"from 1 to {MAX_VALUE}; got {short_repr(value)}.")
     return tuple(value)
 
 
@@ -96,15 +104,54 @@ def parse_decoder_config(raw: Any) -> DecoderConfig:
                           f"'quantizer.dim' ({cfg.dim}): the summed codebook vectors feed the decoder.")
     if cfg.out_channel != 2:
         raise ConfigError(f"decoder_config.yaml: 'decoder.out_channel' is {cfg.out_channel}; the engine writes stereo (2).")
+    if cfg.n_filters << len(cfg.rates) > MAX_WIDTH:
+        raise ConfigError(f"decoder_config.yaml: 'decoder.n_filters' {cfg.n_filters} with {len(cfg.rates)} rates "
+                          f"makes a layer {cfg.n_filters << len(cfg.rates):,} channels wide; at most {MAX_WIDTH:,} "
+                          "are accepted.")
     return cfg
 
 
 def load_decoder_config(path: Path | str) -> DecoderConfig:
+    """The checked config of a decoder_config.yaml of at most DECODER_CONFIG_BYTES (no YAML aliases)."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path, DECODER_CONFIG_BYTES)
     except OSError as e:
-        raise ConfigError(f"Cannot read decoder config {path}: {e.strerror or e}.") from e
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"Decoder config {path} is not valid YAML.") from e
+        raise ConfigError(f"Cannot read decoder config {path}: {e.strerror or e}.") from None
+    except Refused as e:
+        raise ConfigError(f"Decoder config {path} is refused: {e}.") from None
     return parse_decoder_config(raw)
+
+
+# -- the decoder_weights.pt tensors this config implies -------------------------------------------------
+def codebook_names(k: int) -> tuple[str, str]:
+    """The two names codebook ``k`` goes by in a decoder_weights.pt (either may be present)."""
+    return f"quantizer.vq_layer_{k}._codebook.embed", f"quantizer.embed_{k}"
+
+
+def decoder_tensor_shapes(cfg: DecoderConfig) -> dict[str, tuple[int, ...]]:
+    """File name → shape of every ``decoder.*`` tensor (weight-normed convolutions as ``weight_g`` /
+    ``weight_v``), as ``engine.stages.codec.expected_decoder_tensors`` builds them from the modules."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def conv(name: str, c_out: int, c_in: int, kernel: int, *, transposed: bool = False) -> None:
+        weight = (c_in, c_out, kernel) if transposed else (c_out, c_in, kernel)
+        shapes[f"{name}.weight_g"] = (weight[0], 1, 1)
+        shapes[f"{name}.weight_v"] = weight
+        shapes[f"{name}.bias"] = (c_out,)
+
+    n = len(cfg.rates)
+    widths = [cfg.n_filters << (n - i) for i in range(n + 1)]
+    conv("decoder.model.0", widths[0], cfg.d_latent, 7)
+    for i, stride in enumerate(cfg.rates, start=1):
+        c_in, c_out, block = widths[i - 1], widths[i], f"decoder.model.{i}.block"
+        shapes[f"{block}.0.alpha"] = (1, c_in, 1)
+        conv(f"{block}.1", c_out, c_in, 2 * stride, transposed=True)
+        for unit in (2, 3, 4):
+            shapes[f"{block}.{unit}.block.0.alpha"] = (1, c_out, 1)
+            conv(f"{block}.{unit}.block.1", c_out, c_out, 7)
+            shapes[f"{block}.{unit}.block.2.alpha"] = (1, c_out, 1)
+            conv(f"{block}.{unit}.block.3", c_out, c_out, 1)
+    shapes[f"decoder.model.{n + 1}.alpha"] = (1, widths[-1], 1)
+    conv(f"decoder.model.{n + 2}", cfg.out_channel, widths[-1], 7)
+    return shapes

@@ -5,7 +5,9 @@ nor the network stack (``engine.weights.download`` fetches), so the app can call
 
 Integrity rests on ``.khala-verified.json`` in the folder: a file is listed there only after its
 size and SHA-256 (or git SHA-1) matched the Hub's metadata. ``locate_weights`` stays fast (no
-hashing): it checks presence, sizes against that record, and each file's structure.
+hashing): it checks presence, sizes against that record, and each file's structure. Every file is
+untrusted and read with the caps of ``engine.untrusted``; ``engine.weights.preflight`` goes on to
+match the configs against the weight files.
 """
 
 from __future__ import annotations
@@ -13,16 +15,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Generator, Iterable
 
 from engine.errors import PromptError, WeightsError
+from engine.untrusted import (DECODER_CONFIG_BYTES, MEGATRON_ARGS_BYTES, RECORD_BYTES, TOKENIZER_JSON_BYTES, Refused,
+                              load_json, load_yaml)
 from engine.weights.manifest import TOKENIZER_FILE, WEIGHT_FILES, load_manifest
+from engine.weights.tensor_tables import safetensors_table, torch_archive_table
 
 ALL_FILES = WEIGHT_FILES + (TOKENIZER_FILE,)
 RECORD_FILE = ".khala-verified.json"
@@ -67,11 +70,15 @@ class WeightPaths:
 
 # -- the verification record -------------------------------------------------------------------
 def read_record(folder: Path) -> dict[str, Any]:
+    """The record (at most RECORD_BYTES); an unreadable or malformed one counts as empty."""
     try:
-        data = json.loads((Path(folder) / RECORD_FILE).read_text())
-        return data if isinstance(data.get("files"), dict) else {"files": {}}
-    except (OSError, ValueError, AttributeError):
+        data = load_json(Path(folder) / RECORD_FILE, RECORD_BYTES)
+    except (OSError, Refused):
         return {"files": {}}
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, dict):
+        return {"files": {}}
+    return {**data, "files": {k: v for k, v in files.items() if isinstance(v, dict)}}
 
 
 def write_record(folder: Path, record: dict[str, Any]) -> None:
@@ -107,59 +114,27 @@ def is_recorded(folder: Path, name: str, record: dict[str, Any] | None = None) -
 
 # -- structural checks (fast: headers only) -------------------------------------------------------
 def _check_safetensors(path: Path) -> str | None:
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            return "too short to be a safetensors file"
-        (n,) = struct.unpack("<Q", head)
-        if n > min(size - 8, 1 << 28):
-            return "not a safetensors file (or cut off inside its header)"
-        try:
-            header = json.loads(f.read(n))
-            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
-            return "safetensors header does not parse"
-    expected = 8 + n + max(ends, default=0)
-    if size < expected:
-        return f"truncated: {size:,} bytes, its header says {expected:,}"
-    if size > expected:
-        return f"{size - expected:,} unexpected bytes after the tensor data"
+    safetensors_table(path)
     return None
 
 
 def _check_torch_zip(path: Path) -> str | None:
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except (zipfile.BadZipFile, OSError) as error:
-        return f"not a readable torch.save archive ({error}); truncated?"
-    if not any(n.endswith("data.pkl") for n in names):
-        return "zip archive without data.pkl: not a torch.save file"
+    torch_archive_table(path)
     return None
 
 
 def _check_json_object(path: Path) -> str | None:
-    try:
-        data = json.loads(path.read_bytes())
-    except ValueError as error:
-        return f"not valid JSON ({error})"
-    return None if isinstance(data, dict) else "not a JSON object"
+    return None if isinstance(load_json(path, MEGATRON_ARGS_BYTES), dict) else "not a JSON object"
 
 
 def _check_yaml(path: Path) -> str | None:
-    import yaml
-    try:
-        data = yaml.safe_load(path.read_bytes())
-    except yaml.YAMLError as error:
-        return f"not valid YAML ({str(error).splitlines()[0]})"
-    return None if isinstance(data, dict) else "not a YAML mapping"
+    return None if isinstance(load_yaml(path, DECODER_CONFIG_BYTES), dict) else "not a YAML mapping"
 
 
 def check_tokenizer_json(path: Path, *, full: bool = False) -> str | None:
     """A Llama-3 byte-level BPE: 128000 BPE entries and known ids. ``full`` also runs ``tokenizers``."""
     st = Path(path).stat()
-    return _tokenizer_problem(str(path), st.st_size, st.st_mtime_ns, full)
+    return _tokenizer_problem(os.path.realpath(path), st.st_size, st.st_mtime_ns, full)
 
 
 @lru_cache(maxsize=32)
@@ -167,10 +142,10 @@ def _tokenizer_problem(path_str: str, size: int, mtime_ns: int, full: bool) -> s
     from engine.prompt.tokenizer import Tokenizer, bpe_problem
 
     try:
-        data = json.loads(Path(path_str).read_bytes())
-        problem = bpe_problem(data) if isinstance(data, dict) else "top level is not an object"
-    except ValueError as error:
+        data = load_json(path_str, TOKENIZER_JSON_BYTES)
+    except Refused as error:
         return f"not a tokenizer.json ({error})"
+    problem = bpe_problem(data) if isinstance(data, dict) else "top level is not an object"
     if problem is not None or not full:
         return problem
     try:
@@ -192,11 +167,13 @@ _CHECKS: dict[str, Callable[[Path], str | None]] = {
 
 
 def check_file(path: Path, name: str | None = None) -> str | None:
-    """One line on what is wrong with a weight file, or None. Reads headers only."""
+    """One line on what is wrong with a weight file, or None. Reads headers only, each size capped."""
     try:
         if path.stat().st_size == 0:
             return "empty file"
         return _CHECKS[name or path.name](path)
+    except Refused as error:
+        return str(error)
     except OSError as error:
         return f"cannot read it ({error.strerror or error})"
 

@@ -68,15 +68,42 @@ def test_download_cancel_resume_then_ready(qtbot, hub, settings, tmp_path, monke
     assert not d.isVisible() and "ready" in w.status.text()
 
 
-def test_use_existing_folder_checks_it(qtbot, hub, settings, tmp_path):
-    from conftest import make_window
-    from engine.weights.download import download_weights
+def test_use_existing_folder_checks_it_on_a_worker(qtbot, hub, settings, tmp_path, tiny_weights, monkeypatch):
+    import threading
 
+    import engine.weights.preflight as preflight
+    from conftest import make_window
+    from hostile_files import DECODER_CONFIG, damaged_copy, yaml_bomb
+
+    gate, checked = threading.Event(), threading.Event()
+    real = preflight.check_model_files
+
+    def held_check(folder):
+        gate.wait(5)
+        try:
+            real(folder)
+        finally:
+            checked.set()
+
+    monkeypatch.setattr(preflight, "check_model_files", held_check)
     w, _ = make_window(qtbot, settings, None, lambda folder: None)
     w.open_first_launch()
     d = w.first_launch
-    assert d.use_folder(tmp_path) is False and "cannot be used" in d.status.text()
-    good = tmp_path / "elsewhere"
-    download_weights(good, backoff=0.01, timeout=2.0)
-    assert d.use_folder(good) is True
-    assert w.weights_dir == good
+    d.use_folder(tmp_path)
+    # use_folder has returned while the check is still held on its worker: the window is not frozen
+    assert not checked.is_set() and "Checking" in d.status.text() and not d.existing.isEnabled()
+    gate.set()
+    qtbot.waitUntil(lambda: d.check_job is None, timeout=10_000)
+    assert "cannot be used" in d.status.text() and d.existing.isEnabled()
+
+    bomb = damaged_copy(tiny_weights, tmp_path / "bomb",
+                        lambda f: ((f / DECODER_CONFIG).unlink(), (f / DECODER_CONFIG).write_text(yaml_bomb())))
+    d.use_folder(bomb)
+    qtbot.waitUntil(lambda: d.check_job is None, timeout=10_000)
+    text = d.status.text()
+    assert "cannot be used" in text and "YAML alias" in text and "\n" not in text and len(text) < 1100
+    assert w.weights_dir is None
+
+    with qtbot.waitSignal(d.weights_ready, timeout=10_000):
+        d.use_folder(tiny_weights)
+    assert w.weights_dir == tiny_weights
