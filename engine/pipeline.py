@@ -51,6 +51,7 @@ from engine.stages.backbone import BackboneResult, BackboneRun
 from engine.stages.codec import decode_chunks, decode_coarse, load_decoder
 from engine.stages.superres import superres_passes
 from engine.weights.folder import WeightPaths, locate_weights
+from engine.weights.preflight import check_model_files
 
 FRAMES_PER_SECOND = SAMPLE_RATE / SAMPLES_PER_FRAME
 OVERFLOW_PEAK = 16.0  # decoded audio this far above full scale is numeric overflow, not music
@@ -151,7 +152,7 @@ class Pipeline:
         request.validate()
         if continuation is not None:
             continuation.validate()
-        self.paths  # noqa: B018 - the weights folder: present and well-formed
+        check_model_files(self.paths)  # every file bounded, configs against tensor headers: no torch work
         prompts = self.prompts(request)
         prefix_tokens = 2 * continuation.cut_frame if continuation else 0
         room = UPSTREAM_TOKEN_CAP - prefix_tokens
