@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from app import paths
-from app.generation import PipelineProvider, real_pipeline_factory
-from app.library.store import Library
-from app.settings import Settings
+# The MPS seatbelt, before anything imports engine.pipeline (and so torch, which reads it as it
+# loads): an op that Metal lacks runs on the CPU instead of stopping the song. A user's value is kept.
+os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+
+from app import paths  # noqa: E402
+from app.generation import PipelineProvider, real_pipeline_factory  # noqa: E402
+from app.library.store import Library  # noqa: E402
+from app.settings import Settings  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -42,11 +42,25 @@ class SettingsDialog(QDialog):
         form.addRow("Model folder", _folder_row(self.weights, self))
         form.addRow("Audio format", self.format)
         form.addRow("", self.keep)
+        self.check_button = QPushButton("Check This Mac…")
+        self.check_button.clicked.connect(self.check_this_mac)
+        check_row = QHBoxLayout()
+        check_row.addWidget(self.check_button)
+        check_row.addStretch(1)
+        form.addRow("Model on this Mac", check_row)
         form.addRow(self.error)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.apply)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
+
+    def check_this_mac(self):
+        """The doctor's full check of the model folder in the field (applied or not)."""
+        from app.doctor_dialog import open_doctor
+
+        folder = self.weights.text().strip()
+        return open_doctor(self, Path(folder) if folder else self.w.weights_dir,
+                           busy=lambda: getattr(self.w, "job", None) is not None)
 
     def apply(self) -> None:
         problem = paths.check_writable_dir(Path(self.songs.text().strip()))

@@ -193,6 +193,21 @@ def extra_shots(window, tray, work: Path, shot, pump) -> None:
     shot("memory-warning-box", window.memory_box)
     window.memory_box.reject()
     pump(0.1)
+    doctor_shot(window, work / "weights", shot, pump)
+
+
+def doctor_shot(window, weights: Path, shot, pump) -> None:
+    """Settings → Check This Mac…, finished (the real probe on the tiny checkpoint, on this CPU)."""
+    from app.doctor_dialog import DoctorDialog
+
+    doctor = DoctorDialog(weights, window)
+    doctor.show()
+    doctor.start()
+    deadline = time.time() + 300
+    while (doctor.report is None or doctor.job is not None) and time.time() < deadline:
+        pump(0.1)
+    shot("doctor", doctor)
+    doctor.close()
 
 
 if __name__ == "__main__":

@@ -15,11 +15,16 @@ import signal
 import sys
 from typing import Sequence
 
-from engine.errors import Cancelled, KhalaError
+# The MPS seatbelt, before anything imports torch (torch reads it as it loads): an op that Metal
+# lacks then runs on the CPU instead of stopping the song, and `khala doctor` names such ops.
+# A value the user set is kept.
+os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+
+from engine.errors import Cancelled, KhalaError  # noqa: E402
 
 EXIT_ERROR, EXIT_CANCELLED, EXIT_TERMINATED = 1, 130, 143
 # Sub-command modules, in the order `khala --help` lists them.
-COMMANDS = ("generate", "prompt", "decode", "tiny")
+COMMANDS = ("generate", "prompt", "decode", "doctor", "tiny")
 
 
 def build_parser() -> argparse.ArgumentParser:
