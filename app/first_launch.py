@@ -45,7 +45,8 @@ def describe_progress(p) -> str:
 
 
 class FirstLaunchDialog(QDialog):
-    weights_ready = Signal(Path)
+    weights_ready = Signal(Path)  # the model folder can be used (downloaded or chosen)
+    downloaded = Signal(Path)  # … and it was downloaded just now
 
     def __init__(self, folder: Path, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -191,6 +192,7 @@ class FirstLaunchDialog(QDialog):
         self.existing.setEnabled(True)
         if getattr(self, "_done", False):
             self.weights_ready.emit(self.folder)
+            self.downloaded.emit(self.folder)
             self.accept()
         else:
             self.download.setText("Resume")

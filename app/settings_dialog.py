@@ -23,11 +23,12 @@ def _folder_row(edit: QLineEdit, parent: QWidget) -> QHBoxLayout:
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, settings: Settings, weights_dir: Path | None,
-                 set_weights_dir: Callable[[Path], None], parent: QWidget | None = None) -> None:
+    def __init__(self, settings: Settings, weights_dir: Path | None, set_weights_dir: Callable[[Path], None],
+                 busy: Callable[[], bool] = lambda: False, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.settings, self.weights_dir, self.set_weights_dir = settings, weights_dir, set_weights_dir
+        self.busy = busy
         self.songs = QLineEdit(str(settings.songs_dir))
         self.weights = QLineEdit(str(weights_dir or ""))
         self.format = QComboBox()
@@ -59,8 +60,7 @@ class SettingsDialog(QDialog):
         from app.doctor_dialog import open_doctor
 
         folder = self.weights.text().strip()
-        return open_doctor(self, Path(folder) if folder else self.w.weights_dir,
-                           busy=lambda: getattr(self.w, "job", None) is not None)
+        return open_doctor(self, Path(folder) if folder else self.weights_dir, busy=self.busy)
 
     def apply(self) -> None:
         problem = paths.check_writable_dir(Path(self.songs.text().strip()))

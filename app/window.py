@@ -137,8 +137,15 @@ class MainWindow(QMainWindow):
     def open_settings(self) -> None:
         from app.settings_dialog import SettingsDialog
 
-        self.settings_dialog = SettingsDialog(self.settings, self.weights_dir, self.set_weights_dir, self)
+        self.settings_dialog = SettingsDialog(self.settings, self.weights_dir, self.set_weights_dir,
+                                              lambda: self.busy, self)
         self.settings_dialog.open()
+
+    def check_new_model(self, folder: Path) -> None:
+        """After the first model download, the doctor's quick check runs once by itself."""
+        from app.doctor_dialog import run_quick_check
+
+        self.quick_check = run_quick_check(self, folder, busy=lambda: self.busy)
 
     def open_first_launch(self) -> None:
         from app.first_launch import FirstLaunchDialog
@@ -146,6 +153,7 @@ class MainWindow(QMainWindow):
 
         dialog = FirstLaunchDialog(self.weights_dir or default_weights_dir(), self)
         dialog.weights_ready.connect(self.set_weights_dir)
+        dialog.downloaded.connect(self.check_new_model)
         self.first_launch = dialog
         dialog.show()
 

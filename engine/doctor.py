@@ -41,8 +41,7 @@ from engine.doctor_models import ModelProbe
 from engine.doctor_report import FAIL, PASS, WARN, DoctorReport, scrub
 from engine.errors import KhalaError
 from engine.events import CancelToken, Event, Stage
-from engine.streaming import stream
-from engine.weights.folder import default_weights_dir, locate_weights, verify_weights
+from engine.weights.folder import default_weights_dir, locate_weights, verify_steps
 
 GIB = 1024**3
 
@@ -156,16 +155,14 @@ def seatbelt_check() -> tuple[str, str]:
 def _weights(report: DoctorReport, folder: Path, quick: bool, cancel: CancelToken) -> Iterator[Event]:
     """Verify as ``khala weights verify`` (``--quick`` when ``quick``); returns the paths or None."""
     yield Stage("verify")
-
-    def work(progress: Callable[[int, int], None], token: CancelToken):
-        def on_progress(_name: str, done: int, total: int) -> None:
-            token.check()
-            progress(done, total)
-        return verify_weights(folder, full=not quick, on_progress=on_progress)
-
-    result: list[Any] = []
-    yield from stream("verify", work, cancel, result)
-    checked = result[0]
+    steps = verify_steps(folder, full=not quick)
+    while True:
+        cancel.check()
+        try:
+            yield next(steps)
+        except StopIteration as stop:
+            checked = stop.value
+            break
     if not checked.ok:
         problems = "; ".join(checked.problems[:4])
         report.add("weights", FAIL, scrub(f"{len(checked.problems)} problem(s): {problems}. "

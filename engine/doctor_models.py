@@ -7,23 +7,22 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Iterator
 
 import torch
 
 from engine import device as dev
 from engine.doctor_probes import (GreedyRun, NonFiniteWatch, PeakMemory, agreement, backbone_parity,
-                                  capture_fallback_ops, compare, decode_speed, float32_compute, greedy_probe,
+                                  capture_fallback_ops, compare, decode_speed, float32_compute, greedy_steps,
                                   superres_probe)
 from engine.doctor_report import (FAIL, GREEDY_TOKENS, PASS, SLOW_SONG_MINUTES, UNSUPPORTED_PATTERN, WARN,
                                   DoctorReport, Parity, grade_decoder, grade_transformer, scrub)
 from engine.errors import Cancelled
-from engine.events import CancelToken, Event, Log, Stage
+from engine.events import CancelToken, Event, Log, Progress, Stage, drain
 from engine.model.loader import load_transformer
 from engine.model.transformer import Transformer
 from engine.request import SongRequest, expected_tokens
 from engine.stages.codec import load_decoder
-from engine.streaming import stream
 from engine.weights.folder import WeightPaths
 
 # The probe's own prompt: no user text ever reaches the report.
@@ -124,20 +123,14 @@ class ModelProbe:
         line = f"{context + ': ' if context else ''}{type(error).__name__}: {text}"
         return scrub(line, self.paths.backbone.parent)[:300]
 
-    def _streamed(self, stage: str, fn: Callable[[Callable[[int, int], None]], Any]) -> Iterator[Event]:
-        """Run ``fn(step)`` on a helper thread, yielding Progress per ``step(done, total)``; returns its value.
-        Each step checks the cancel token."""
-        result: list[Any] = []
-
-        def work(progress: Callable[[int, int], None], token: CancelToken) -> Any:
-            def step(done: int, total: int) -> None:
-                token.check()
-                progress(done, total)
-            with torch.no_grad():
-                return fn(step)
-
-        yield from stream(stage, work, self.cancel, result)
-        return result[0]
+    def _once(self, stage: str, fn: Callable[[], Any]) -> Generator[Event, None, Any]:
+        """One step of the probe without progress of its own, on the caller's thread: check the
+        cancel token, run ``fn``, report it done."""
+        self.cancel.check()
+        with torch.no_grad():
+            result = fn()
+        yield Progress(stage, 1, 1)
+        return result
 
     def _transformer(self, path: Path, args: Path, device: torch.device | str, dtype: torch.dtype) -> Transformer:
         model = load_transformer(path, args, device, dtype)
@@ -177,32 +170,34 @@ class ModelProbe:
         p, report = self.paths, self.report
         yield Stage("backbone_reference")
 
-        def reference(step: Callable[[int, int], None]) -> tuple[GreedyRun, list[str]]:
+        def reference() -> Generator[Event, None, tuple[GreedyRun, list[str]]]:
             model = self._reference(p.backbone, p.backbone_args)
-            with float32_compute(model), NonFiniteWatch(model, "backbone") as watch:
-                run = greedy_probe(model, prompt, GREEDY_TOKENS, cache_dtype=torch.float32, on_step=step)
+            with torch.no_grad(), float32_compute(model), NonFiniteWatch(model, "backbone") as watch:
+                run = yield from greedy_steps(model, prompt, GREEDY_TOKENS, stage="backbone_reference",
+                                              cache_dtype=torch.float32, cancel=self.cancel)
             return run, watch.layers()
 
-        ref_run, ref_bad = yield from self._streamed("backbone_reference", reference)
+        ref_run, ref_bad = yield from reference()
         self.reference_nonfinite += ref_bad
         self._free()
         yield Stage("backbone_device")
 
-        def on_device(dtype: torch.dtype, step: Callable[[int, int], None] | None = None):
+        def on_device(dtype: torch.dtype, stage: str = "backbone_device"):
             model = self._transformer(p.backbone, p.backbone_args, self.device, dtype)
-            with NonFiniteWatch(model, "backbone") as watch:
-                run = greedy_probe(model, prompt, GREEDY_TOKENS, forced=ref_run.tokens, on_step=step)
+            with torch.no_grad(), NonFiniteWatch(model, "backbone") as watch:
+                run = yield from greedy_steps(model, prompt, GREEDY_TOKENS, stage=stage, forced=ref_run.tokens,
+                                              cancel=self.cancel)
             return model, run, watch.layers()
 
-        model, dev_run, bad = yield from self._streamed("backbone_device", lambda step: on_device(self.dtype, step))
+        model, dev_run, bad = yield from on_device(self.dtype)
         self.nonfinite["backbone"] = bad
-        self.redo["backbone"] = lambda dtype: on_device(dtype)[2]
+        self.redo["backbone"] = lambda dtype: drain(on_device(dtype, "safe_dtype"))[2]
         parity = backbone_parity(ref_run, dev_run)
         report.parity["backbone"] = parity
         report.checks.append(grade_transformer("backbone parity", parity, report.dtype))
         yield Stage("speed")
         steps = SPEED_STEPS[self.quick]
-        tokens_per_s = yield from self._streamed("speed", lambda step: decode_speed(model, SPEED_POSITION, steps))
+        tokens_per_s = yield from self._once("speed", lambda: decode_speed(model, SPEED_POSITION, steps))
         del model
         report.tokens_per_s = tokens_per_s
         minutes = expected_tokens(PROBE_REQUEST.minutes) / tokens_per_s / 60
@@ -218,27 +213,24 @@ class ModelProbe:
         codes = torch.randint(0, 1024, (SUPERRES_FRAMES, SUPERRES_PASS), generator=gen)
         yield Stage("superres_reference")
 
-        def reference(step: Callable[[int, int], None]):
+        def reference():
             model = self._reference(p.superres, p.superres_args)
             with float32_compute(model), NonFiniteWatch(model, "superres") as watch:
                 hidden, logits = superres_probe(model, text_ids, codes, SUPERRES_PASS)
-            step(1, 1)
             return hidden, logits, watch.layers()
 
-        ref_hidden, ref_logits, ref_bad = yield from self._streamed("superres_reference", reference)
+        ref_hidden, ref_logits, ref_bad = yield from self._once("superres_reference", reference)
         self.reference_nonfinite += ref_bad
         self._free()
         yield Stage("superres_device")
 
-        def on_device(dtype: torch.dtype, step: Callable[[int, int], None] | None = None):
+        def on_device(dtype: torch.dtype):
             model = self._transformer(p.superres, p.superres_args, self.device, dtype)
             with NonFiniteWatch(model, "superres") as watch:
                 hidden, logits = superres_probe(model, text_ids, codes, SUPERRES_PASS)
-            if step is not None:
-                step(1, 1)
             return hidden, logits, watch.layers()
 
-        hidden, logits, bad = yield from self._streamed("superres_device", lambda step: on_device(self.dtype, step))
+        hidden, logits, bad = yield from self._once("superres_device", lambda: on_device(self.dtype))
         self.nonfinite["superres"] = bad
         self.redo["superres"] = lambda dtype: on_device(dtype)[2]
         cosine, err = compare(ref_hidden, hidden)
@@ -252,7 +244,7 @@ class ModelProbe:
         p, report = self.paths, self.report
         yield Stage("decoder_reference")
 
-        def decode(device: torch.device | str, dtype: torch.dtype, step: Callable[[int, int], None]):
+        def decode(device: torch.device | str, dtype: torch.dtype):
             decoder = load_decoder(p.decoder, p.decoder_config, device, dtype)
             self.peak.sample()
             cfg = decoder.config
@@ -260,16 +252,13 @@ class ModelProbe:
             codes = torch.randint(0, cfg.codebook_size, (cfg.num_quantizers, DECODER_FRAMES), generator=gen)
             with NonFiniteWatch(decoder, "decoder") as watch:
                 audio = decoder(codes.to(device))[0].float().cpu()
-            step(1, 1)
             return audio, watch.layers()
 
-        ref_audio, ref_bad = yield from self._streamed("decoder_reference",
-                                                       lambda step: decode("cpu", torch.float32, step))
+        ref_audio, ref_bad = yield from self._once("decoder_reference", lambda: decode("cpu", torch.float32))
         self.reference_nonfinite += ref_bad
         self._free()
         yield Stage("decoder_device")
-        audio, bad = yield from self._streamed("decoder_device",
-                                               lambda step: decode(self.device, self.decoder_dtype, step))
+        audio, bad = yield from self._once("decoder_device", lambda: decode(self.device, self.decoder_dtype))
         self.nonfinite["decoder"] = bad
         cosine, err = compare(ref_audio, audio)
         parity = Parity(cosine, err)
@@ -300,7 +289,7 @@ class ModelProbe:
                 yield Log(f"trying {dev.dtype_name(dtype)}")
                 still_bad = []
                 for model in transformers:
-                    still_bad += yield from self._streamed("safe_dtype", lambda step, m=model, d=dtype: self.redo[m](d))
+                    still_bad += yield from self._once("safe_dtype", lambda m=model, d=dtype: self.redo[m](d))
                     self._free()
                 if not still_bad:
                     report.safe_dtype = dev.dtype_name(dtype)

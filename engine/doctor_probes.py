@@ -18,7 +18,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from engine.device import synchronize
 from engine.doctor_report import NEAR_TIE_NATS, Parity, fallback_ops_in
+from engine.events import CancelToken, Progress, drain
 from engine.model.kv_cache import KVCache
 from engine.model.transformer import Transformer
 from engine.prompt.special_tokens import AUDIO_BASE
@@ -177,12 +178,13 @@ class GreedyRun:
     tokens: list[int]  # the token ids fed (the run's own greedy picks, or ``forced``)
 
 
-def greedy_probe(model: Transformer, prompt_ids: list[int], steps: int, *, cache_dtype: torch.dtype | None = None,
-                 forced: list[int] | None = None, on_step: Callable[[int, int], None] | None = None) -> GreedyRun:
+def greedy_steps(model: Transformer, prompt_ids: list[int], steps: int, *, stage: str,
+                 cache_dtype: torch.dtype | None = None, forced: list[int] | None = None,
+                 cancel: CancelToken | None = None) -> Generator[Progress, None, GreedyRun]:
     """Prefill ``prompt_ids`` into a KV cache, then ``steps`` one-token decode steps, greedy within
-    each step's slot (q0 codes on even steps, q1 on odd; EOS left out so every run is ``steps`` long).
-    With ``forced``, those tokens are fed instead of the run's own picks (teacher forcing), so a
-    device run is judged step by step on the reference's prefix."""
+    each step's slot (q0 codes on even steps, q1 on odd; EOS left out so every run is ``steps`` long),
+    yielding Progress(stage, step, steps). With ``forced``, those tokens are fed instead of the run's
+    own picks (teacher forcing), so a device run is judged step by step on the reference's prefix."""
     device = model.lm_head.weight.device
     P = len(prompt_ids)
     if cache_dtype is None:
@@ -192,17 +194,24 @@ def greedy_probe(model: Transformer, prompt_ids: list[int], steps: int, *, cache
     h = model.hidden(torch.tensor([prompt_ids], device=device), 0, cache=cache)
     hiddens, logits, tokens = [h[0].float().cpu()], [], []
     for n in range(steps):
+        if cancel is not None:
+            cancel.check()
         lo = AUDIO_BASE + CODEBOOK * (n % 2)
         row = slot_logits(model, h[:, -1], lo, lo + CODEBOOK)[0]  # [1024]
         logits.append(row.cpu())
         tokens.append(forced[n] if forced is not None else lo + int(row.argmax()))
-        if on_step is not None:
-            on_step(n + 1, steps)
+        yield Progress(stage, n + 1, steps)
         if n + 1 < steps:
             h = model.hidden(torch.tensor([[tokens[-1]]], device=device), P + n, cache=cache)
             hiddens.append(h[0].float().cpu())
     stacked = torch.stack(logits)
     return GreedyRun(torch.cat(hiddens), stacked, stacked.argmax(-1), tokens)
+
+
+def greedy_probe(model: Transformer, prompt_ids: list[int], steps: int, *, cache_dtype: torch.dtype | None = None,
+                 forced: list[int] | None = None) -> GreedyRun:
+    """``greedy_steps`` run to its end."""
+    return drain(greedy_steps(model, prompt_ids, steps, stage="greedy", cache_dtype=cache_dtype, forced=forced))
 
 
 def backbone_parity(reference: GreedyRun, device_run: GreedyRun) -> Parity:

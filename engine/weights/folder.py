@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Generator, Iterable
 
 from engine.errors import PromptError, WeightsError
+from engine.events import VERIFY, Progress, drain
 from engine.untrusted import (DECODER_CONFIG_BYTES, MEGATRON_ARGS_BYTES, RECORD_BYTES, TOKENIZER_JSON_BYTES, Refused,
                               load_json, load_yaml)
 from engine.weights.manifest import TOKENIZER_FILE, WEIGHT_FILES, load_manifest
@@ -256,18 +257,59 @@ def file_digests(path: Path, *, git_sha1: bool = False,
             on_bytes(n)
 
 
-def verify_weights(folder: Path | str | None = None, *, full: bool = True,
-                   on_progress: Callable[[str, int, int], None] | None = None) -> VerifyReport:
-    """Check every file: presence, structure, recorded size and (``full``) the recorded hash.
+def verify_steps(folder: Path | str | None = None, *,
+                 full: bool = True) -> Generator[Progress, None, VerifyReport]:
+    """Check every file: presence, structure, recorded size and (``full``) the recorded hash,
+    yielding Progress(verify, bytes hashed, bytes to hash, file name) as it hashes.
 
-    ``on_progress(file, bytes_hashed, bytes_total)`` follows the hashing. A file whose hash no
-    longer matches is dropped from the record, so the next ``download_weights`` fetches it again.
+    A file whose hash no longer matches is dropped from the record, so the next download fetches
+    it again.
     """
     folder = Path(folder or default_weights_dir()).expanduser()
     report = VerifyReport(folder)
     if not folder.is_dir():
         report.problems.append(f"no weights folder at {folder}")
         return report
+    record = read_record(folder)
+    present = [n for n in ALL_FILES if (folder / n).is_file()]
+    report.problems += [f"{n}: missing" for n in ALL_FILES if n not in present]
+    total = sum((folder / n).stat().st_size for n in present if full and n in record["files"])
+    done = 0
+    for name in present:
+        path = folder / name
+        problem = _recorded_size_problem(folder, name, record) or check_file(path)
+        if not problem and name == TOKENIZER_FILE and full:
+            problem = check_tokenizer_json(path, full=True)
+        if problem:
+            report.problems.append(f"{name}: {problem}")
+            continue
+        entry = record["files"].get(name)
+        if not entry:
+            report.notes.append(f"{name}: not verified against the Hub yet (structure is fine)")
+            continue
+        if not full:
+            continue
+        steps = digest_steps(path, git_sha1=bool(entry.get("git_sha1")))
+        while True:
+            try:
+                done += next(steps)
+            except StopIteration as stop:
+                sha256, sha1 = stop.value
+                break
+            yield Progress(VERIFY, done, total, name)
+        report.hashed.append(name)
+        want256, want1 = entry.get("sha256"), entry.get("git_sha1")
+        if (want256 and sha256 != want256) or (want1 and sha1 != want1):
+            report.problems.append(f"{name}: contents changed since download (hash mismatch); it will be fetched again")
+            forget_file(folder, name)
+    return report
+
+
+def verify_weights(folder: Path | str | None = None, *, full: bool = True,
+                   on_progress: Callable[[str, int, int], None] | None = None) -> VerifyReport:
+    """``verify_steps`` run to its end; ``on_progress(file, bytes_hashed, bytes_total)`` follows the hashing."""
+    report = None if on_progress is None else (lambda ev: on_progress(ev.detail, ev.done, ev.total))
+    return drain(verify_steps(folder, full=full), report)
     record = read_record(folder)
     present = [n for n in ALL_FILES if (folder / n).is_file()]
     report.problems += [f"{n}: missing" for n in ALL_FILES if n not in present]

@@ -75,6 +75,15 @@ def no_memory_warning(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
         monkeypatch.setattr("app.memory_check.memory_warning", lambda *a, **k: None)
 
 
+@pytest.fixture(autouse=True)
+def no_quick_check(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> list:
+    """The doctor's quick check after a download is recorded, not run (tests ask for it by name)."""
+    calls: list = []
+    if "real_quick_check" not in request.fixturenames:
+        monkeypatch.setattr("app.doctor_dialog.run_quick_check", lambda *a, **k: calls.append(a))
+    return calls
+
+
 @pytest.fixture()
 def real_memory_check():
     from app import memory_check

@@ -31,7 +31,8 @@ def test_settings_check_this_mac_shows_the_verdict_and_saves_the_report(qtbot, w
                                                                          monkeypatch):
     from app.settings_dialog import SettingsDialog
 
-    settings_dialog = SettingsDialog(window)
+    settings_dialog = SettingsDialog(window.settings, window.weights_dir, window.set_weights_dir,
+                                     lambda: window.busy, window)
     qtbot.addWidget(settings_dialog)
     settings_dialog.show()
     progress: list[int] = []

@@ -29,7 +29,7 @@ def hub(monkeypatch, tmp_path):
         yield server
 
 
-def test_download_cancel_resume_then_ready(qtbot, hub, settings, tmp_path, monkeypatch):
+def test_download_cancel_resume_then_ready(qtbot, hub, settings, tmp_path, monkeypatch, no_quick_check):
     import engine.weights.download as download
     from conftest import make_window
 
@@ -65,6 +65,7 @@ def test_download_cancel_resume_then_ready(qtbot, hub, settings, tmp_path, monke
     with qtbot.waitSignal(d.weights_ready, timeout=30_000):
         qtbot.mouseClick(d.download, Qt.MouseButton.LeftButton)
     assert w.weights_dir == tmp_path / "weights" and settings.weights_dir == tmp_path / "weights"
+    assert [args[1] for args in no_quick_check] == [tmp_path / "weights"]  # the doctor's quick check, once
     assert not d.isVisible() and "ready" in w.status.text()
 
 
