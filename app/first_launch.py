@@ -57,6 +57,7 @@ class FirstLaunchDialog(QDialog):
         self.job: Job | None = None
         self.check_job: Job | None = None
         from engine.weights.folder import required_download_bytes
+        from engine.weights.manifest import download_size_text
 
         try:
             need = required_download_bytes(self.folder)
@@ -65,7 +66,7 @@ class FirstLaunchDialog(QDialog):
         free = free_bytes(self.folder)
         title = QLabel("Khala needs its model to make songs", objectName="paneTitle")
         self.info = QLabel(wordWrap=True, objectName="downloadInfo")
-        self.info.setText(f"The download is {gb(need)}. Free space on this disk: {gb(free)}.\n"
+        self.info.setText(f"The download is {download_size_text(need)}. Free space on this disk: {gb(free)}.\n"
                           f"It will be saved in {self.folder}.")
         note = QLabel("Your library and the player keep working while it downloads. A stopped "
                       "download resumes where it left off.", wordWrap=True, objectName="hint")

@@ -1,7 +1,9 @@
 """Turns engine events into what the status line says: stage, units done, overall percent,
 speed and an ETA.
 
-The ETA comes only from speed measured in this run, never from a guess."""
+The ETA comes only from speed measured in this run, never from a guess. The line fits one
+line of the status label at the smallest window (MAX_STATUS_CHARS): the least useful parts
+(speed, then units, then the ETA) are left out first; ``Snapshot.detail`` keeps them all."""
 
 from __future__ import annotations
 
@@ -27,6 +29,10 @@ UNITS = {"backbone": ("", "tokens"), "superres": ("pass ", ""), "decode": ("chun
 STAGE_WEIGHTS = {"load_backbone": 0.04, "backbone": 0.60, "free": 0.0, "load_superres": 0.03,
                  "superres": 0.22, "load_decoder": 0.01, "decode": 0.08, "write": 0.02}
 STAGE_ORDER = list(STAGE_WEIGHTS)
+# The status label is ~380 px wide at the smallest window (910 px): about 60 average characters.
+MAX_STATUS_CHARS = 56
+# "almost done" only from here on: below it a short ETA says "about 5 s left" instead.
+ALMOST_DONE = 0.9
 
 
 def format_duration(seconds: float) -> str:
@@ -40,10 +46,11 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def format_eta(seconds: float) -> str:
-    """Rounded so the number does not pretend to more precision than the measurement has."""
+def format_eta(seconds: float, fraction: float = 1.0) -> str:
+    """Rounded so the number does not pretend to more precision than the measurement has;
+    "almost done" only when ``fraction`` (of the whole job) is at least ALMOST_DONE."""
     if seconds < 5:
-        return "almost done"
+        return "almost done" if fraction >= ALMOST_DONE else "about 5 s left"
     if seconds < 60:
         return f"about {max(5, int(round(seconds / 5)) * 5)} s left"
     if seconds < 600:
@@ -62,12 +69,15 @@ def format_rate(per_second: float) -> str:
 @dataclass
 class Snapshot:
     percent: int
-    text: str
+    text: str  # at most MAX_STATUS_CHARS
+    detail: str = ""  # every part, for a tooltip
 
 
 class ProgressTracker:
-    def __init__(self, variations: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, variations: int = 1, clock: Callable[[], float] = time.monotonic,
+                 max_chars: int = MAX_STATUS_CHARS) -> None:
         self.variations = max(1, variations)
+        self.max_chars = max_chars  # the window may set it from the status label's width
         self._clock = clock
         self.started = clock()
         self.stage = ""
@@ -130,11 +140,21 @@ class ProgressTracker:
         label = STAGE_LABELS.get(self.stage, self.stage.replace("_", " ").capitalize() or "Starting")
         if self.variations > 1 and self.variation is not None:
             label = f"{label} (song {self.variation + 1} of {self.variations})"
-        percent = int(self.fraction() * 100)
+        fraction = self.fraction()
+        percent = int(fraction * 100)
         units = self._units()
-        head = f"{label} — {units[0]}" if units else f"{label}…"
-        parts = [head, *units[1:], f"{percent}% overall"]
         eta = self.eta()
-        if eta is not None:
-            parts.append(format_eta(eta))
-        return Snapshot(percent, " · ".join(parts))
+        eta_text = [format_eta(eta, fraction)] if eta is not None else []
+        detail = _join(label, units, [f"{percent}% overall", *eta_text])
+        # shorter and shorter: no speed, a bare percent, no units, no ETA; label and percent stay
+        for text in (detail, _join(label, units[:1], [f"{percent}% overall", *eta_text]),
+                     _join(label, units[:1], [f"{percent}%", *eta_text]), _join(label, [], [f"{percent}%", *eta_text]),
+                     _join(label, [], [f"{percent}%"])):
+            if len(text) <= self.max_chars:
+                return Snapshot(percent, text, detail)
+        return Snapshot(percent, text[:self.max_chars - 1] + "…", detail)
+
+
+def _join(label: str, units: list[str], rest: list[str]) -> str:
+    head = f"{label} — {units[0]}" if units else f"{label}…"
+    return " · ".join([head, *units[1:], *rest])

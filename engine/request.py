@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.errors import RequestError
+from engine.prompt.lyrics import clean_lyrics
 
 DURATION_RANGE = (0, 10)
 TEMPERATURE_RANGE = (0.6, 1.4)
@@ -17,6 +18,11 @@ SAMPLE_RATE = 44_100
 SAMPLES_PER_FRAME = 2048
 UPSTREAM_TOKEN_CAP = 23_552  # backbone tokens generated at most, whatever the duration (SPEC §6)
 TOKENS_PER_MINUTE = 2584
+# The one rule for "what the song is", shared by the engine, the CLI and the app.
+NO_META = "Say what the song is: give at least one tag, a description or a genre."
+NO_LYRICS = "A sung song needs lyrics (or choose Instrumental)."
+NO_LYRICS_LEFT = ("The lyrics are empty once cleaned: they hold only symbols the model never sees "
+                  "(such as ★) or invisible characters. Write some words, or choose Instrumental.")
 
 
 def expected_tokens(minutes: int) -> int:
@@ -42,7 +48,10 @@ class SongRequest:
     max_tokens: int | None = None
 
     def validate(self) -> None:
-        """Raise RequestError naming the first field that is out of range."""
+        """Raise RequestError naming the first field that is out of range.
+
+        What is checked is what the model gets: lyrics are checked after ``clean_lyrics``, so
+        lyrics that clean to nothing (only ★ and a zero-width space, say) are no lyrics."""
         lo, hi = DURATION_RANGE
         if not isinstance(self.minutes, int) or not lo <= self.minutes <= hi:
             raise RequestError(f"Duration must be a whole number of minutes from {lo} to {hi}; got {self.minutes!r}.")
@@ -60,10 +69,17 @@ class SongRequest:
             raise RequestError(f"Seed must be a non-negative integer below 2**63; got {self.seed}.")
         if self.max_tokens is not None and self.max_tokens < 2:
             raise RequestError(f"Max tokens must be at least 2; got {self.max_tokens}.")
-        if not (self.tags.strip() or self.description.strip() or self.genre.strip()):
-            raise RequestError("Say what the song is: give tags, a description or a genre.")
-        if not self.instrumental and not self.lyrics.strip():
-            raise RequestError("A sung song needs lyrics (or choose Instrumental).")
+        if not self.describes_song():
+            raise RequestError(NO_META)
+        if not self.instrumental:
+            if not self.lyrics.strip():
+                raise RequestError(NO_LYRICS)
+            if not clean_lyrics(self.lyrics):
+                raise RequestError(NO_LYRICS_LEFT)
+
+    def describes_song(self) -> bool:
+        """The rule for "what the song is": tags, a description or a genre, at least one."""
+        return any(isinstance(f, str) and f.strip() for f in (self.tags, self.description, self.genre))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -59,11 +59,12 @@ def test_prompt_json(tiny_weights: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["prompt", "--weights", str(tiny_weights), "--tags", "Pop", "--instrumental",
                  "--duration", "3", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"backbone_text", "backbone_ids", "superres_text", "superres_ids", "truncated"}
+    assert set(data) == {"backbone_text", "backbone_ids", "superres_text", "superres_ids", "truncated",
+                         "dropped_lines"}
     assert data["backbone_text"] == ("<|begin_of_text|>Pop<|eom_id|>Instrumental<|eom_id|>"
                                      "<|reserved_special_token_3|><|eot_id|><|python_tag|>")
     assert data["backbone_ids"][0] == 128000 and data["backbone_ids"][-3:] == [128011, 128009, 128010]
-    assert data["superres_ids"] == data["backbone_ids"] and data["truncated"] == []
+    assert data["superres_ids"] == data["backbone_ids"] and data["truncated"] == [] and data["dropped_lines"] == 0
 
 
 def _damage_truncate(folder: Path) -> str:
@@ -107,7 +108,7 @@ def test_damaged_weights_give_one_clear_error(damage, tiny_weights_copy: Path, t
 
 
 @pytest.mark.parametrize("args, word", [
-    (["--tags", "", "--lyrics", "x"], "tags, a description or a genre"),
+    (["--tags", "", "--lyrics", "x"], "one tag, a description or a genre"),
     (["--tags", "Pop", "--lyrics", "x", "--duration", "11"], "Duration"),
     (["--tags", "Pop", "--lyrics-file", "/nonexistent/lyrics.txt"], "lyrics.txt"),
     (["--tags", "Pop", "--instrumental", "--temperature", "3"], "Temperature"),

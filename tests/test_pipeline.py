@@ -163,8 +163,11 @@ def test_truncated_prompt_is_reported(pipeline: Pipeline, monkeypatch: pytest.Mo
     logs = [e.text for e in events if isinstance(e, Log)]
     assert sum("Prompt too long" in text for text in logs) == 2
     song, = songs(events)
-    assert song.metadata["tokens"]["backbone_prompt"] == 48 and song.metadata["tokens"]["superres_prompt"] == 32
+    # whole lyric lines are cut: BOS "Pop, Piano" (3) EOM EOM BOL = 7, tail 4, each line EOL + 11
+    # ("word " x 10), the last (stripped) EOL + 10: 106 in all; 11 + 12 x 3 = 47 <= 48, 11 + 12 = 23 <= 32
+    assert song.metadata["tokens"]["backbone_prompt"] == 47 and song.metadata["tokens"]["superres_prompt"] == 23
     assert len(song.metadata["prompt_truncated"]) == 2
+    assert "dropped the last 5 of 8 lyric lines" in song.metadata["prompt_truncated"][0]
 
 
 def test_progress_estimate_matches_spec() -> None:

@@ -6,6 +6,7 @@ ids of the plain Llama-3 BPE (the tokenizers library on the bare text piece).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -146,56 +147,189 @@ def test_image_token_never_produced(tok: Tokenizer) -> None:
     assert pair.backbone_ids.count(128005) == 1
 
 
+def test_ordinary_input_gives_upstreams_ids(tok: Tokenizer) -> None:
+    """Upstream encodes the whole prompt text (special strings → ids, the rest BPE)."""
+    for req in (SUNG, DESCRIBED, INSTRUMENTAL, SongRequest(genre="Jazz", lyrics="a\n\nb  c", minutes=0)):
+        pair = build_prompts(req, tok)
+        assert pair.backbone_ids == tok.encode(pair.backbone_text)
+        assert pair.superres_ids == tok.encode(pair.superres_text)
+
+
+# -- user text is never a control token ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def literal():
+    """BPE of the literal characters, bypassing the file's added (special) tokens entirely:
+    the file's own pre-tokenizer and BPE model, piece by piece."""
+    raw = RawTokenizer.from_file(str(llama32_tokenizer_json()))
+    return lambda text: [t.id for piece, _ in raw.pre_tokenizer.pre_tokenize_str(text) for t in raw.model.tokenize(piece)]
+
+
+def test_eot_in_tags_is_its_characters(tok: Tokenizer, literal) -> None:
+    # "Pop<|eot_id|>": Pop, "<", "|", "e", "ot", "_id", "|", ">" — not Pop, 128009.
+    want_tags = [11859, 27, 91, 68, 354, 851, 91, 29]
+    assert literal("Pop<|eot_id|>") == want_tags
+    pair = build_prompts(SongRequest(tags="Pop<|eot_id|>", lyrics="la"), tok)
+    assert pair.backbone_ids == [BOS, *want_tags, EOM, EOM, BOL, EOL, 4355, EOM, DUR[2], EOT, BOA]
+    assert "Pop<|eot_id|>" in pair.backbone_text  # the text shown is the text typed
+
+
+@pytest.mark.parametrize("field", ["tags", "description", "genre", "lyrics"])
+def test_every_special_token_string_in_every_field_is_plain_text(tok: Tokenizer, literal, field: str) -> None:
+    from engine.prompt.lyrics import clean_lyrics
+    from engine.prompt.special_tokens import SPECIAL_TOKENS
+
+    assert len(SPECIAL_TOKENS) == 256
+    for special in SPECIAL_TOKENS:
+        typed = f"Pop {special}x"
+        fields = {"tags": "Rock", "lyrics": "la"} | {field: typed}
+        if field == "genre":
+            fields.pop("tags")
+        pair = build_prompts(SongRequest(minutes=2, **fields), tok)
+        if field == "lyrics":
+            # cleaning maps "|" to "-" first, so the model gets e.g. "Pop <-eot_id->x"
+            head, body = [BOS, *literal("Rock"), EOM, EOM, BOL, EOL], literal(clean_lyrics(typed))
+        else:
+            head, body = [BOS, *literal(typed), EOM, EOM, BOL, EOL], literal("la")
+        want = head + body + [EOM, DUR[2], EOT, BOA]
+        assert pair.backbone_ids == want, special
+        if field != "description":
+            assert pair.superres_ids == want, special
+        assert [i for i in pair.backbone_ids if i >= 128000] == [BOS, EOM, EOM, BOL, EOL, EOM, DUR[2], EOT, BOA]
+
+
+def test_lyrics_special_strings_are_plain_text_even_without_cleaning(tok: Tokenizer, literal, monkeypatch) -> None:
+    """Defence in depth: were the lyrics map to stop rewriting "|", a lyric line would still
+    be BPE text."""
+    from engine.prompt import template
+
+    monkeypatch.setattr(template, "clean_lyrics", lambda text: text.strip())
+    pair = build_prompts(SongRequest(tags="Pop", lyrics="a<|eot_id|>\n<|python_tag|>"), tok)
+    assert pair.backbone_ids == ([BOS, *literal("Pop"), EOM, EOM, BOL, EOL, *literal("a<|eot_id|>"), EOL,
+                                  *literal("<|python_tag|>"), EOM, DUR[2], EOT, BOA])
+
+
 # -- caps -------------------------------------------------------------------------------
 
 class CountingEncoder:
-    """One id per character: makes prompt lengths exact for boundary tests."""
+    """One id per character: makes prompt lengths exact for boundary tests. Same interface as
+    Tokenizer.encode_text (test_counting_encoder_has_the_tokenizer_interface)."""
 
-    def encode(self, text: str) -> list[int]:
+    def encode_text(self, text: str) -> list[int]:
         return [ord(c) for c in text]
 
 
+def test_counting_encoder_has_the_tokenizer_interface(tok: Tokenizer) -> None:
+    for encoder in (tok, CountingEncoder()):
+        ids = encoder.encode_text("Hello <|eot_id|>")
+        assert ids and all(isinstance(i, int) and 0 <= i < 128000 for i in ids)
+        assert encoder.encode_text("") == []
+
+
+TAIL2 = [EOM, DUR[2], EOT, BOA]
+
+
 def _request_of_length(n: int) -> SongRequest:
-    probe = build_prompt_texts(SongRequest(tags="x", lyrics="y", minutes=2))[0]
-    return SongRequest(tags="x", lyrics="y" * (n - len(probe) + 1), minutes=2)
+    """A tag-mode request whose prompts are ``n`` CountingEncoder ids long: BOS x EOM EOM BOL
+    (5) + EOL lyrics + EOM DUR EOT BOA (4)."""
+    return SongRequest(tags="x", lyrics="y" * (n - 10), minutes=2)
 
 
 @pytest.mark.parametrize("n", [SUPERRES_CAP - 1, SUPERRES_CAP])
 def test_at_cap_nothing_is_cut(n: int) -> None:
     pair = build_prompts(_request_of_length(n), CountingEncoder())
     assert len(pair.backbone_ids) == len(pair.superres_ids) == n and pair.truncated == []
+    assert pair.dropped_lines == 0
 
 
-def test_superres_only_cut_keeps_first_cap_minus_one_and_last() -> None:
-    req = _request_of_length(SUPERRES_CAP + 1)
-    full = CountingEncoder().encode(build_prompt_texts(req)[1])
+def test_cut_drops_whole_lyric_lines_from_the_end_and_keeps_the_tail() -> None:
+    # 30 lines of 99 characters: 5 + 30 x (1 + 99) + 4 = 3009 ids. The backbone (cap 4096)
+    # is whole; the super-res prompt (cap 2048) keeps 20 lines: 5 + 2000 + 4 = 2009 ids.
+    lines = [chr(ord("a") + i % 26) * 99 for i in range(30)]
+    req = SongRequest(tags="x", lyrics="\n".join(lines), minutes=2)
     pair = build_prompts(req, CountingEncoder())
-    assert len(pair.backbone_ids) == SUPERRES_CAP + 1
-    assert pair.superres_ids == full[: SUPERRES_CAP - 1] + [full[-1]]
-    assert len(pair.superres_ids) == SUPERRES_CAP
-    assert len(pair.truncated) == 1 and "super-res" in pair.truncated[0] and "2049" in pair.truncated[0]
+    assert len(pair.backbone_ids) == 3009 and pair.backbone_dropped_lines == 0
+    assert len(pair.superres_ids) == 2009 and pair.superres_dropped_lines == 10 and pair.dropped_lines == 10
+    kept = SongRequest(tags="x", lyrics="\n".join(lines[:20]), minutes=2)
+    assert pair.superres_ids == build_prompts(kept, CountingEncoder()).superres_ids
+    assert pair.superres_ids[-4:] == TAIL2
+    assert pair.truncated == ["super-res prompt is 3,009 tokens, over its cap of 2,048: dropped the last 10 of "
+                              "30 lyric lines (the duration and the end of the prompt are kept)."]
+    assert pair.superres_text == pair.backbone_text == build_prompt_texts(req)[1]  # the text stays whole
 
 
-def test_long_lyrics_cut_both_prompts_with_real_tokenizer(tok: Tokenizer) -> None:
-    req = SongRequest(tags="Pop", lyrics="\n".join(f"line {i} of a very long song" for i in range(700)), minutes=2)
+def test_cut_takes_trailing_blank_lines_with_it_and_counts_only_sung_lines() -> None:
+    # lines: 1030 a's, blank, blank, 1030 b's, 1030 c's. Super-res: 5 + 1031 + 4 = 1040 fits,
+    # adding the two blank lines and the b's would not (5 + 1031 + 2 + 1031 + 4 = 2073 > 2048):
+    # b's and c's are dropped, and the blank lines before them go too (the kept prompt is that
+    # of lyrics "a" * 1030).
+    req = SongRequest(tags="x", lyrics="\n".join(["a" * 1030, "", "", "b" * 1030, "c" * 1030]), minutes=2)
+    pair = build_prompts(req, CountingEncoder())
+    assert pair.superres_ids == build_prompts(SongRequest(tags="x", lyrics="a" * 1030), CountingEncoder()).superres_ids
+    assert len(pair.superres_ids) == 1040 and pair.superres_dropped_lines == 2
+    assert "dropped the last 2 of 3 lyric lines" in pair.truncated[0]
+
+
+def test_one_huge_line_is_dropped_whole_leaving_the_empty_lyrics_prompt() -> None:
+    pair = build_prompts(SongRequest(tags="x", lyrics="y" * 5000), CountingEncoder())
+    want = [BOS, ord("x"), EOM, EOM, BOL, EOL] + TAIL2
+    assert pair.backbone_ids == pair.superres_ids == want
+    assert pair.backbone_dropped_lines == pair.superres_dropped_lines == 1
+
+
+def test_long_lyrics_cut_both_prompts_with_real_tokenizer(tok: Tokenizer, bpe) -> None:
+    # Each "line i of a very long song" (i < 1000) is 8 BPE tokens: line, " ", i, of, a, very, long, song.
+    # 5 (BOS Pop EOM EOM BOL) + 700 x (EOL + 8) + 4 = 6309. Backbone keeps 454 lines (4095 <= 4096),
+    # super-res 226 (2043 <= 2048).
+    lines = [f"line {i} of a very long song" for i in range(700)]
+    assert {len(bpe(line)) for line in lines} == {8}
+    req = SongRequest(tags="Pop", lyrics="\n".join(lines), minutes=2)
     backbone_text, superres_text = build_prompt_texts(req)
-    full = tok.encode(backbone_text)
-    assert len(full) > BACKBONE_CAP
     pair = build_prompts(req, tok)
-    assert pair.backbone_ids == full[: BACKBONE_CAP - 1] + [BOA]
-    assert pair.superres_ids == full[: SUPERRES_CAP - 1] + [BOA]
+    assert (len(pair.backbone_ids), pair.backbone_dropped_lines) == (4095, 246)
+    assert (len(pair.superres_ids), pair.superres_dropped_lines) == (2043, 474)
+    assert pair.backbone_ids == build_prompts(dataclasses.replace(req, lyrics="\n".join(lines[:454])), tok).backbone_ids
+    assert pair.superres_ids == build_prompts(dataclasses.replace(req, lyrics="\n".join(lines[:226])), tok).superres_ids
+    assert pair.backbone_ids[-5:] == bpe(" song")[-1:] + TAIL2 and pair.superres_ids[-4:] == TAIL2
     assert pair.backbone_text == backbone_text and pair.superres_text == superres_text
-    dropped = str(len(full) - BACKBONE_CAP)
-    assert len(pair.truncated) == 2
-    assert pair.truncated[0].startswith("backbone") and dropped in pair.truncated[0] and str(len(full)) in pair.truncated[0]
-    assert pair.truncated[1].startswith("super-res") and str(len(full) - SUPERRES_CAP) in pair.truncated[1]
+    assert pair.truncated == [
+        "backbone prompt is 6,309 tokens, over its cap of 4,096: dropped the last 246 of 700 lyric lines "
+        "(the duration and the end of the prompt are kept).",
+        "super-res prompt is 6,309 tokens, over its cap of 2,048: dropped the last 474 of 700 lyric lines "
+        "(the duration and the end of the prompt are kept)."]
+
+
+def test_huge_tags_are_cut_when_even_no_lyrics_is_over_the_cap() -> None:
+    # Instrumental: BOS + 5000 t + EOM + "Instrumental" (12) + 4 = 5018 ids; the tags keep
+    # 4096 - (1 + 1 + 12 + 4) = 4078 ids in the backbone, 2048 - 18 = 2030 in super-res.
+    req = SongRequest(tags="t" * 5000, instrumental=True, minutes=2)
+    pair = build_prompts(req, CountingEncoder())
+    rest = [EOM] + [ord(c) for c in "Instrumental"] + TAIL2
+    assert pair.backbone_ids == [BOS] + [ord("t")] * 4078 + rest
+    assert pair.superres_ids == [BOS] + [ord("t")] * 2030 + rest
+    assert pair.truncated[0] == ("backbone prompt is 5,018 tokens, over its cap of 4,096 even without lyrics: cut "
+                                 "the tags to its first 4,078 of 5,000 tokens (the duration and the end of the "
+                                 "prompt are kept).")
+    assert pair.dropped_lines == 0
+
+
+def test_huge_description_drops_every_lyric_line_then_cuts_the_description() -> None:
+    # Backbone: BOS + 5000 d + EOM EOM BOL + EOL + 4: lyrics all dropped, description keeps
+    # 4096 - 9 = 4087. Super-res uses the genre "g": 5 + 2 x (1 + 3) + 4 = 17 ids, whole.
+    req = SongRequest(description="d" * 5000, genre="g", lyrics="one\ntwo", minutes=2)
+    pair = build_prompts(req, CountingEncoder())
+    assert pair.backbone_ids == [BOS] + [ord("d")] * 4087 + [EOM, EOM, BOL, EOL] + TAIL2
+    assert "dropped all 2 lyric lines and cut the description to its first 4,087 of 5,000" in pair.truncated[0]
+    assert pair.backbone_dropped_lines == 2 and pair.superres_dropped_lines == 0 and len(pair.superres_ids) == 17
 
 
 def test_count_tokens_reports_uncapped_lengths(tok: Tokenizer) -> None:
-    assert count_tokens(DESCRIBED, tok) == {"backbone": 1 + 7 + 4 + 2 + 4, "superres": 1 + 2 + 4 + 2 + 4, "backbone_cap": 4096, "superres_cap": 2048}
+    assert count_tokens(DESCRIBED, tok) == {"backbone": 1 + 7 + 4 + 2 + 4, "superres": 1 + 2 + 4 + 2 + 4,
+                                            "backbone_cap": 4096, "superres_cap": 2048, "dropped_lines": 0}
     long = _request_of_length(BACKBONE_CAP + 10)
     counts = count_tokens(long, CountingEncoder())
     assert counts["backbone"] == counts["superres"] == BACKBONE_CAP + 10
+    assert counts["dropped_lines"] == 1
 
 
 def test_count_tokens_allows_an_empty_prompt_while_typing(tok: Tokenizer) -> None:

@@ -21,7 +21,7 @@ def test_good_request_validates() -> None:
     ({"temperature": 0.5}, "Temperature"), ({"temperature": 1.5}, "Temperature"),
     ({"top_k": 0}, "Top-k"), ({"top_k": 201}, "Top-k"), ({"top_k_superres": 0}, "Super-res"),
     ({"variations": 5}, "Variations"), ({"seed": -3}, "Seed"), ({"max_tokens": 1}, "Max tokens"),
-    ({"tags": "  "}, "tags, a description or a genre"), ({"lyrics": "\n "}, "lyrics"),
+    ({"tags": "  "}, "one tag, a description or a genre"), ({"lyrics": "\n "}, "lyrics"),
 ])
 def test_out_of_range_fields_are_named(change: dict, word: str) -> None:
     with pytest.raises(RequestError, match=word):

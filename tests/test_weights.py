@@ -59,7 +59,7 @@ def test_default_weights_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert w.default_weights_dir() == Path.home() / "Library/Application Support/Khala/weights"
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    assert w.default_weights_dir() == tmp_path / "data" / "khala" / "weights"
+    assert w.default_weights_dir() == tmp_path / "data" / "Khala" / "weights"  # the app data folder's name
 
 
 def test_locate_accepts_a_good_folder_quickly(folder: Path) -> None:
@@ -185,6 +185,17 @@ def test_cli_verify(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert "khala_superres.safetensors: truncated" in err and "error: 1 problem(s)" in err
     assert "Traceback" not in err
+
+
+def test_cli_takes_the_folder_positionally_too(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert weights_main(["weights", "verify", str(folder), "--quick"]) == 0
+    assert capsys.readouterr().out == f"ok: 7 files in {folder} (structure only)\n"
+    assert weights_main(["weights", "path", str(folder)]) == 0
+    assert capsys.readouterr().out == f"{folder}\n"
+    assert weights_main(["weights", "verify", str(folder), "--dir", str(folder), "--quick"]) == 0  # the same one
+    capsys.readouterr()
+    assert weights_main(["weights", "verify", str(folder), "--dir", str(folder.parent)]) == 1
+    assert capsys.readouterr().err == f"error: Two weights folders given ({folder} and --dir {folder.parent}); give one.\n"
 
 
 def test_cli_download(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:

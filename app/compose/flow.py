@@ -1,60 +1,80 @@
-"""A layout that places widgets left to right and wraps, for tag chips."""
+"""A widget that places its children left to right and wraps, for tag chips.
+
+A plain widget rather than a Python ``QLayout``: Qt calls a layout's ``itemAt``/``takeAt``
+overrides past the last item on every layout pass, and each call crosses into Python and
+back (about a dozen per pass with a few chips). Here a pass is one Python loop over the
+children. (The process abort once seen with ~100 chips was PySide6 6.12 dropping references
+to ``None`` on Python < 3.12, which every Qt call does; app.qt_none_guard handles it.)
+"""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QPoint, QRect, QSize, Qt
-from PySide6.QtWidgets import QLayout, QLayoutItem, QWidget
+from PySide6.QtCore import QPoint, QRect, QSize
+from PySide6.QtGui import QResizeEvent
+from PySide6.QtWidgets import QSizePolicy, QWidget
 
 
-class FlowLayout(QLayout):
+class FlowWidget(QWidget):
     def __init__(self, parent: QWidget | None = None, spacing: int = 6) -> None:
         super().__init__(parent)
-        self._items: list[QLayoutItem] = []
+        self._widgets: list[QWidget] = []
         self._spacing = spacing
-        self.setContentsMargins(0, 0, 0, 0)
+        policy = QSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        policy.setHeightForWidth(True)
+        self.setSizePolicy(policy)
 
-    def addItem(self, item: QLayoutItem) -> None:
-        self._items.append(item)
+    # -- children ------------------------------------------------------------------------
+    def add_widget(self, widget: QWidget) -> None:
+        widget.setParent(self)
+        self._widgets.append(widget)
+        widget.show()
+        self._relayout()
 
-    def count(self) -> int:
-        return len(self._items)
+    def widgets(self) -> list[QWidget]:
+        return list(self._widgets)
 
-    def itemAt(self, i: int) -> QLayoutItem | None:
-        return self._items[i] if 0 <= i < len(self._items) else None
+    def clear(self) -> None:
+        widgets, self._widgets = self._widgets, []
+        for widget in widgets:
+            widget.hide()
+            widget.setParent(None)
+            widget.deleteLater()
+        self._relayout()
 
-    def takeAt(self, i: int) -> QLayoutItem | None:
-        return self._items.pop(i) if 0 <= i < len(self._items) else None
+    def _relayout(self) -> None:
+        self.updateGeometry()
+        self._place(self.width(), dry=False)
 
-    def expandingDirections(self) -> Qt.Orientation:
-        return Qt.Orientation(0)
-
+    # -- geometry ------------------------------------------------------------------------
     def hasHeightForWidth(self) -> bool:
         return True
 
     def heightForWidth(self, width: int) -> int:
-        return self._place(QRect(0, 0, width, 0), dry=True)
-
-    def setGeometry(self, rect: QRect) -> None:
-        super().setGeometry(rect)
-        self._place(rect, dry=False)
+        return self._place(width, dry=True)
 
     def sizeHint(self) -> QSize:
-        return self.minimumSize()
+        width = max(self.width(), self.minimumSizeHint().width())
+        return QSize(width, self.heightForWidth(width))
 
-    def minimumSize(self) -> QSize:
-        size = QSize()
-        for item in self._items:
-            size = size.expandedTo(item.minimumSize())
+    def minimumSizeHint(self) -> QSize:
+        size = QSize(0, 0)
+        for widget in self._widgets:
+            size = size.expandedTo(widget.sizeHint())
         return size
 
-    def _place(self, rect: QRect, dry: bool) -> int:
-        x, y, line = rect.x(), rect.y(), 0
-        for item in self._items:
-            hint = item.sizeHint()
-            if x + hint.width() > rect.right() + 1 and line > 0:
-                x, y, line = rect.x(), y + line + self._spacing, 0
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._place(event.size().width(), dry=False)
+
+    def _place(self, width: int, dry: bool) -> int:
+        """Lay the children out in rows ``width`` wide; returns the height they take."""
+        x = y = line = 0
+        for widget in self._widgets:
+            hint = widget.sizeHint()
+            if x > 0 and x + hint.width() > width:
+                x, y, line = 0, y + line + self._spacing, 0
             if not dry:
-                item.setGeometry(QRect(QPoint(x, y), hint))
+                widget.setGeometry(QRect(QPoint(x, y), hint))
             x += hint.width() + self._spacing
             line = max(line, hint.height())
-        return y + line - rect.y()
+        return y + line

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFormLayout, QHBoxLayout, QLabel, QPlainTextEdit,
-                               QPushButton, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtGui import QTextCursor
+from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
+                               QPlainTextEdit, QPushButton, QToolButton, QVBoxLayout, QWidget)
 
 from app.compose.advanced import AdvancedSettings
 from app.compose.catalogue import Category, load_catalogue
 from app.compose.duration import DurationSelector
-from app.compose.lyrics import LyricsEditor
+from app.compose.lyrics import LyricsEditor, binding, cut_text
 from app.compose.tags import TagPicker
 from app.compose.tokens import TokenCounter
 from engine.errors import KhalaError
@@ -88,6 +89,7 @@ class ComposePanel(QWidget):
 
         self.counter = TokenCounter(weights_dir)
         self.lyrics = LyricsEditor(self.counter, self.request_unchecked)
+        self.lyrics.message.connect(self.message)
         self.lyrics_title = self.lyrics.title
         self.advanced = AdvancedSettings()
         self.advanced.setVisible(False)
@@ -166,6 +168,11 @@ class ComposePanel(QWidget):
         if self.prompt_mode == TAGS:
             self._syncing = True
             self.picker.set_tags([t for t in text.replace("\n", ",").split(",")])
+            if self.picker.refused:  # over MAX_TAGS: the field keeps only the tags it took
+                # the separator stays, so what is typed next is refused too, not appended to a tag
+                self._texts[TAGS] = ", ".join(self.picker.tags()) + ", "
+                self.prompt.setPlainText(self._texts[TAGS])
+                self.prompt.moveCursor(QTextCursor.MoveOperation.End)
             self._syncing = False
 
     def _on_picker(self) -> None:
@@ -189,23 +196,37 @@ class ComposePanel(QWidget):
             instrumental=self.instrumental, minutes=self.duration.value(), **self.advanced.values())
 
     def validated_request(self) -> tuple[SongRequest | None, str]:
-        """The request, or None and a message to show inline."""
+        """The request, or None and a message to show inline.
+
+        The rules are the engine's (``SongRequest.validate``: tags, a description or a genre;
+        lyrics that are not empty once cleaned), so the app accepts exactly what ``khala
+        generate`` accepts; the app alone also refuses lyrics that would be cut to the prompt cap
+        (the command line cuts them with a warning)."""
         r = self.request_unchecked()
-        if self.prompt_mode == TAGS and not r.tags:
-            return None, "Choose at least one tag, or switch to Description."
-        if self.prompt_mode == DESCRIPTION and not r.description:
-            return None, "Describe the song, or switch to Tags."
-        if not r.instrumental and not r.lyrics.strip():
-            return None, "Write some lyrics, or choose Instrumental."
-        if self.lyrics.over_cap():
-            c = self.lyrics.last_count
-            return None, (f"The lyrics are too long ({c['backbone']:,} tokens; the limit is "
-                          f"{c['backbone_cap']:,}). Shorten them so nothing is cut.")
         try:
             r.validate()
         except KhalaError as exc:
             return None, str(exc)
+        if self.lyrics.over_cap():
+            used, cap = binding(self.lyrics.last_count)
+            return None, (f"The prompt is too long ({used:,} tokens; the limit is {cap:,}): "
+                          f"{cut_text(self.lyrics.last_count)}")
         return r, ""
+
+    def open_lyrics_file(self, parent: QWidget | None = None) -> bool:
+        """File → Open Lyrics…: ask for a text file and load it as ``load_lyrics_file`` does.
+        False when cancelled or the file cannot be loaded (the reason goes to ``message``)."""
+        path, _ = QFileDialog.getOpenFileName(parent or self, "Open Lyrics", str(Path.home()),
+                                              "Text files (*.txt *.lrc *.md);;All files (*)")
+        return bool(path) and self.load_lyrics_file(Path(path))
+
+    def load_lyrics_file(self, path: Path) -> bool:
+        """Replace the lyrics with the file's text (UTF-8 rules of ``--lyrics-file``; one undo step)
+        and switch to Vocals; False, with ``message`` emitted, when it cannot be read."""
+        if not self.lyrics.load_file(Path(path)):
+            return False
+        self._set_instrumental(False)
+        return True
 
     def set_request(self, r: SongRequest) -> None:
         self._texts = {TAGS: r.tags, DESCRIPTION: r.description}

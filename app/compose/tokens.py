@@ -39,14 +39,20 @@ class TokenCounter:
         return self._tokenizer
 
     def count(self, request: SongRequest) -> dict[str, int]:
+        """``engine.prompt.template.count_tokens``: exact with the weights' tokenizer, else the same
+        template over an estimating encoder (so ``dropped_lines`` is estimated the same way)."""
         tok = self._load()
-        if tok is not None:
-            try:
-                return count_tokens(request, tok)
-            except Exception:  # noqa: BLE001 - e.g. a duration the prompt cannot express yet
-                pass
-        text = "\n".join((request.description or request.tags or request.genre, request.lyrics))
-        # about 3.5 UTF-8 bytes per BPE token for English lyrics, plus the template's specials
-        estimate = 12 + int(len(text.encode("utf-8")) / 3.5) + text.count("\n")
-        return {"backbone": estimate, "superres": estimate, "backbone_cap": BACKBONE_CAP,
-                "superres_cap": SUPERRES_CAP}
+        try:
+            return count_tokens(request, tok if tok is not None else EstimateEncoder())
+        except Exception:  # noqa: BLE001 - e.g. a duration the prompt cannot express yet
+            pass
+        return {"backbone": 0, "superres": 0, "backbone_cap": BACKBONE_CAP, "superres_cap": SUPERRES_CAP,
+                "dropped_lines": 0}
+
+
+class EstimateEncoder:
+    """About 3.5 UTF-8 bytes per BPE token for English lyrics (at least one per non-empty text).
+    Stands in for Tokenizer.encode_text; its ids are placeholders (0), only their count matters."""
+
+    def encode_text(self, text: str) -> list[int]:
+        return [0] * max(1, round(len(text.encode("utf-8")) / 3.5)) if text else []

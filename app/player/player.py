@@ -16,6 +16,25 @@ def _sounddevice() -> ModuleType:
     return sounddevice
 
 
+NO_DEVICE = "No audio output device found. Connect speakers or headphones, then press Play again."
+
+
+def _play_problem(sd: ModuleType | None, error: Exception) -> str:
+    """One line for a stream that would not open, in our words rather than PortAudio's
+    ("Error querying device -1" is what it says when there is no output device)."""
+    if sd is None:
+        return "Audio playback is unavailable: the PortAudio library could not be loaded."
+    try:
+        sd.query_devices(kind="output")  # raises when there is no default output device
+        has_output = any(d["max_output_channels"] > 0 for d in sd.query_devices())
+    except Exception:  # noqa: BLE001 - PortAudioError, or a broken host API
+        has_output = False
+    if not has_output:
+        return NO_DEVICE
+    reason = " ".join(str(error).split())[:120] or type(error).__name__
+    return f"The audio output device would not play this song ({reason})."
+
+
 def read_audio_file(path: Path) -> tuple[np.ndarray, int]:
     """Frames [n, channels] float32 and the sample rate."""
     import soundfile
@@ -25,13 +44,19 @@ def read_audio_file(path: Path) -> tuple[np.ndarray, int]:
 
 
 class Player(QObject):
-    """play / pause / seek / position over one song at a time."""
+    """play / pause / seek / position over one song at a time.
+
+    When a song cannot be played (no output device, say) ``error`` says why in one line,
+    ``play_failed`` carries the song id (-1 for none), and the player lets go of the song:
+    ``song_id`` becomes None and ``position_changed`` fires, so a now-playing marker that
+    follows ``song_id`` leaves it."""
 
     state_changed = Signal(bool)
     position_changed = Signal(float)
     finished = Signal()
     error = Signal(str)
     loaded = Signal(int)
+    play_failed = Signal(int)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -83,6 +108,7 @@ class Player(QObject):
             return
         if self._pos >= len(self._frames):
             self._pos = 0
+        sd = None
         try:
             sd = _sounddevice()
             self._stream = sd.OutputStream(
@@ -91,11 +117,23 @@ class Player(QObject):
             self._ended = False
             self._stream.start()
         except Exception as exc:  # noqa: BLE001 - no device, no PortAudio
-            self._stream = None
-            self.error.emit(f"Cannot play audio: {exc}")
+            self._failed(_play_problem(sd, exc))
             return
         self._timer.start()
         self.state_changed.emit(True)
+
+    def _failed(self, message: str) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:  # noqa: BLE001 - it never opened properly
+                pass
+        failed_id, self.song_id = self.song_id, None
+        self.error.emit(message)
+        self.play_failed.emit(failed_id if failed_id is not None else -1)
+        self.position_changed.emit(self.position)
+        self.state_changed.emit(False)
 
     def pause(self) -> None:
         stream, self._stream = self._stream, None

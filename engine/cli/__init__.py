@@ -29,7 +29,8 @@ COMMANDS = ("generate", "prompt", "decode", "doctor", "tiny")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="khala", description="Write songs with the Khala music model.")
-    parser.add_argument("--version", action="store_true", help="print versions and the device, then exit")
+    parser.add_argument("--version", action="store_true",
+                        help="print the Khala, Python, Qt and PyTorch versions and the device, then exit")
     sub = parser.add_subparsers(dest="command")
     for name in COMMANDS:
         importlib.import_module(f"engine.cli.{name}").register(sub)
@@ -56,12 +57,32 @@ def _quiet_stdout() -> None:
 
 
 def print_version() -> int:
+    """The lines the README promises, as ``Khala --version`` prints them: Khala, Python, Qt (from
+    package metadata: the command line never loads Qt), PyTorch, the device songs will use, System."""
+    import importlib.metadata
+    import platform
+
     import torch
 
     import engine
     from engine.device import dtype_name, pick_device, pick_dtype
+    qt = "not installed"
+    for dist in ("PySide6", "PySide6_Essentials"):
+        try:
+            version = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        qt = f"{version} (PySide6 {version}; the command line does not load it)"
+        break
     device = pick_device()
-    print(f"khala {engine.__version__}  torch {torch.__version__}  device {device} ({dtype_name(pick_dtype(device))})")
+    print("\n".join([
+        f"Khala {engine.__version__}",
+        f"Python {platform.python_version()} ({platform.python_implementation()})",
+        f"Qt {qt}",
+        f"PyTorch {torch.__version__}",
+        f"Device {device} ({dtype_name(pick_dtype(device))})",
+        f"System {platform.platform()}",
+    ]))
     return 0
 
 

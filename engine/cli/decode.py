@@ -13,7 +13,8 @@ from engine.errors import KhalaError
 def register(sub: argparse._SubParsersAction) -> None:
     dec = sub.add_parser("decode", help="decode saved codes [64, frames] to audio")
     add_weights_flag(dec)
-    dec.add_argument("--codes", type=Path, required=True, metavar="FILE.npy")
+    dec.add_argument("--codes", type=Path, required=True, metavar="FILE.npy",
+                     help="a NumPy .npy file: [64, frames] integer codes 0..1023, any integer type")
     dec.add_argument("--out", type=Path, required=True)
     dec.add_argument("--device", default=None)
     dec.add_argument("--dtype", default=None, help="decoder dtype (default float32, env KHALA_DECODER_DTYPE)")
@@ -27,23 +28,13 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.audio import write_audio
     from engine.device import pick_decoder_dtype, pick_device
-    from engine.errors import RequestError
     from engine.request import SAMPLE_RATE
-    from engine.stages.codec import check_codes, decode_codes, load_decoder
+    from engine.stages.codec import decode_codes, load_decoder
     from engine.weights.folder import locate_weights
 
     check_output_path(args.out, AUDIO_SUFFIXES)
-    try:
-        codes = np.load(args.codes, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise KhalaError(f"Cannot read codes from {args.codes}: {error}") from None
-    try:
-        tensor = torch.from_numpy(codes)
-        check_codes(tensor)  # before the decoder loads
-    except TypeError:
-        raise KhalaError(f"{args.codes} must hold integer codes; got {codes.dtype}.") from None
-    except RequestError as error:
-        raise KhalaError(f"{args.codes}: {error}") from None
+    codes = read_codes(args.codes)  # checked before the decoder loads
+    tensor = torch.from_numpy(codes.astype(np.int64))
     paths = locate_weights(args.weights)
     device = pick_device(args.device)
     decoder = load_decoder(paths.decoder, paths.decoder_config, device, pick_decoder_dtype(args.dtype))
@@ -52,3 +43,32 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def read_codes(path: Path) -> "np.ndarray":
+    """The [64, frames] integer array in the ``.npy`` file ``path``; KhalaError (one line naming
+    the file) for a missing or unreadable file, a ``.npz`` archive, a pickled object, or codes
+    that are not integers in 0..1023 (any integer dtype is accepted)."""
+    import numpy as np
+
+    from engine.errors import RequestError
+    from engine.stages.codec import check_codes
+
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
+            raise KhalaError(f"{path} is not a NumPy .npy file; give [64, frames] integer codes saved with numpy.save.")
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        reason = getattr(error, "strerror", None) or (str(error).splitlines() or [type(error).__name__])[0][:200]
+        raise KhalaError(f"Cannot read codes from {path}: {reason}") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        loaded.close()
+        raise KhalaError(f"{path} is a .npz archive; give the codes as one .npy array "
+                         "(numpy.save), [64, frames] integers.")
+    try:
+        check_codes(loaded)
+    except RequestError as error:
+        raise KhalaError(f"{path}: {error}") from None
+    return loaded

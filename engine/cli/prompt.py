@@ -23,9 +23,11 @@ def run(args: argparse.Namespace) -> int:
     from engine.prompt.template import build_prompts
     from engine.prompt.tokenizer import Tokenizer
     request = request_from_args(args)
+    request.validate()  # the same checks as `khala generate`
     tok_path = args.tokenizer if args.tokenizer is not None else args.weights / "tokenizer.json"
     pair = build_prompts(request, Tokenizer.from_file(tok_path))
     print(json.dumps({"backbone_text": pair.backbone_text, "backbone_ids": list(pair.backbone_ids),
                       "superres_text": pair.superres_text, "superres_ids": list(pair.superres_ids),
-                      "truncated": list(pair.truncated)}, ensure_ascii=False))
+                      "truncated": list(pair.truncated), "dropped_lines": pair.dropped_lines},
+                     ensure_ascii=False))
     return 0

@@ -82,7 +82,7 @@ def _bpe_only(data: dict[str, Any], path: Path) -> _BPE:
 
 
 class Tokenizer:
-    """Encodes prompt text: 3.1 special-token strings → pinned ids, the rest → Llama-3 BPE."""
+    """Llama-3 BPE with the special tokens pinned to the 3.1 table (see ``encode_text``, ``encode``)."""
 
     _cache: dict[tuple[str, int, int], "Tokenizer"] = {}
     _lock = threading.Lock()
@@ -107,7 +107,15 @@ class Tokenizer:
                 cls._cache[key] = cls(_bpe_only(data, path), path)
             return cls._cache[key]
 
+    def encode_text(self, text: str) -> list[int]:
+        """Plain-text BPE of ``text``: a special-token string in it (``<|eot_id|>``) is encoded as
+        its characters, never as a control id. Every user field goes through this."""
+        return self._bpe.encode(text, add_special_tokens=False).ids if text else []
+
     def encode(self, text: str) -> list[int]:
+        """Prompt *text* as upstream encodes it: 3.1 special-token strings anywhere in ``text``
+        become their ids. For template text only (tests compare it with ``build_prompts``);
+        never for user text, which ``encode_text`` keeps plain."""
         ids: list[int] = []
         for i, piece in enumerate(_SPLIT.split(text)):
             if i % 2:

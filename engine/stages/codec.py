@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Generator, Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -226,15 +227,41 @@ def chunk_plan(frames: int, chunk: int = CHUNK_FRAMES, overlap: int = OVERLAP_FR
         start += chunk - overlap
 
 
-def check_codes(codes: torch.Tensor, num_quantizers: int = NUM_QUANTIZERS, size: int = CODEBOOK_SIZE) -> None:
-    if codes.dim() != 2 or codes.shape[0] != num_quantizers or codes.shape[1] < 1:
-        raise RequestError(f"Codes must have shape [{num_quantizers}, frames]; got {list(codes.shape)}.")
-    if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
-        raise RequestError(f"Codes must be integers; got {codes.dtype}.")
-    bad = (codes < 0) | (codes >= size)
+def check_codes(codes: torch.Tensor | np.ndarray, num_quantizers: int = NUM_QUANTIZERS,
+                size: int = CODEBOOK_SIZE) -> None:
+    """RequestError unless ``codes`` is [num_quantizers, frames ≥ 1] of integers in 0..size-1.
+
+    Any integer dtype is accepted, torch or NumPy (int8..int64, uint8..uint64): the values are
+    compared after widening to 64 bits, so uint8 is not misread as out of range and uint16,
+    which has no CPU comparison kernel in torch, is not a crash. Float, complex and bool are
+    refused by name."""
+    shape = list(codes.shape)
+    if len(shape) != 2 or shape[0] != num_quantizers or shape[1] < 1:
+        raise RequestError(f"Codes must have shape [{num_quantizers}, frames]; got {shape}.")
+    wide = _widened(codes)
+    bad = (wide < 0) | (wide >= size)
     if bool(bad.any()):
-        k, t = (int(i) for i in bad.nonzero()[0])
-        raise RequestError(f"Code {int(codes[k, t])} at codebook {k}, frame {t} is outside 0..{size - 1}.")
+        k, t = (int(i) for i in (bad.nonzero()[0] if isinstance(bad, torch.Tensor) else np.argwhere(bad)[0]))
+        raise RequestError(f"Code {int(wide[k, t])} at codebook {k}, frame {t} is outside 0..{size - 1}.")
+
+
+_SIGNED_TORCH = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def _widened(codes: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """int64 values (uint64 kept unsigned, in NumPy, so no large value wraps to a small one)."""
+    if isinstance(codes, torch.Tensor):
+        if codes.dtype in _SIGNED_TORCH:
+            return codes.to(torch.int64)
+        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+            raise RequestError(f"Codes must be integers; got {str(codes.dtype).removeprefix('torch.')}.")
+        codes = codes.detach().cpu().numpy()  # uint16/32/64: NumPy compares them
+    array = np.asarray(codes)
+    if array.dtype.kind == "u":
+        return array.astype(np.uint64)
+    if array.dtype.kind == "i":
+        return array.astype(np.int64)
+    raise RequestError(f"Codes must be integers; got {array.dtype}.")
 
 
 def decode_span(decoder: DacDecoder, z: torch.Tensor, *, window: int = WINDOW_FRAMES,

@@ -40,13 +40,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dir", type=Path, default=None, metavar="DIR",
-                   help="weights folder (default: $KHALA_WEIGHTS or the app-data folder)")
+    help_ = "weights folder (default: $KHALA_WEIGHTS or the app-data folder)"
+    p.add_argument("folder", type=Path, nargs="?", default=None, metavar="DIR", help=help_)
+    p.add_argument("--dir", type=Path, default=None, metavar="DIR", help="the same, as an option")
 
 
 def _folder(args: argparse.Namespace) -> Path:
+    """The folder given as ``DIR`` or ``--dir DIR`` (not two different ones), else the default."""
     from engine.weights.folder import default_weights_dir
-    return (args.dir or default_weights_dir()).expanduser()
+    given = {p.expanduser() for p in (args.folder, args.dir) if p is not None}
+    if len(given) > 1:
+        raise WeightsError(f"Two weights folders given ({args.folder} and --dir {args.dir}); give one.")
+    return given.pop() if given else default_weights_dir().expanduser()
 
 
 def _fmt_bytes(n: float) -> str:
@@ -88,11 +93,12 @@ class DownloadBar:
 def cmd_weights_download(args: argparse.Namespace) -> int:
     from engine.weights.download import download_weights
     from engine.weights.folder import required_download_bytes
+    from engine.weights.manifest import download_size_text
 
     folder = _folder(args)
     bar = None if args.quiet else DownloadBar()
     if bar is not None:
-        print(f"Weights folder: {folder} (about {_fmt_bytes(required_download_bytes(folder))} to fetch)",
+        print(f"Weights folder: {folder} ({download_size_text(required_download_bytes(folder))} to fetch)",
               file=sys.stderr)
     started = time.monotonic()
     try:

@@ -25,7 +25,7 @@ from engine.errors import PromptError, WeightsError
 from engine.events import VERIFY, Progress, drain
 from engine.untrusted import (DECODER_CONFIG_BYTES, MEGATRON_ARGS_BYTES, RECORD_BYTES, TOKENIZER_JSON_BYTES, Refused,
                               load_json, load_yaml)
-from engine.weights.manifest import TOKENIZER_FILE, WEIGHT_FILES, load_manifest
+from engine.weights.manifest import TOKENIZER_FILE, WEIGHT_FILES, download_size_text, load_manifest
 from engine.weights.tensor_tables import safetensors_table, torch_archive_table
 
 ALL_FILES = WEIGHT_FILES + (TOKENIZER_FILE,)
@@ -47,7 +47,7 @@ def default_weights_dir() -> Path:
     if os.name == "nt":
         return Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local") / "Khala" / "weights"
     data = os.environ.get("XDG_DATA_HOME") or str(home / ".local" / "share")
-    return Path(data) / "khala" / "weights"
+    return Path(data) / "Khala" / "weights"  # the app's data folder (app.paths.APP_NAME)
 
 
 @dataclass(frozen=True)
@@ -369,7 +369,8 @@ def weights_status(folder: Path | str | None = None) -> WeightsStatus:
     missing = _missing(folder) if folder.is_dir() else list(ALL_FILES)
     partial = sum(_partial_bytes(folder, n) for n in missing)
     if len(missing) == len(ALL_FILES) and not partial:
-        return WeightsStatus("missing", f"No model in {folder}: about {load_manifest().approx_total_gb:.0f} GB to download.")
+        size = download_size_text(load_manifest().approx_total_bytes)
+        return WeightsStatus("missing", f"No model in {folder}: {size} to download.")
     try:
         locate_weights(folder)
     except WeightsError as error:
@@ -388,14 +389,11 @@ def required_download_bytes(folder: Path | str | None = None) -> int:
     folder = Path(folder or default_weights_dir()).expanduser()
     manifest = load_manifest()
     record = read_record(folder) if folder.is_dir() else {"files": {}}
-    known = sum(v for v in manifest.approx_bytes.values() if v)
-    unknown_size = max(0, int(manifest.approx_total_gb * 1e9) - known)
     need = 0
     for name in ALL_FILES:
         path = folder / name
         if path.is_file() and not _recorded_size_problem(folder, name, record) and not check_file(path):
             continue
-        size = ((record["files"].get(name) or {}).get("size") or manifest.approx_bytes.get(name)
-                or unknown_size)
+        size = (record["files"].get(name) or {}).get("size") or manifest.approx_bytes.get(name) or 0
         need += max(0, size - _partial_bytes(folder, name))
     return need

@@ -39,9 +39,26 @@ class TokenizerSource:
 class Manifest:
     repo: str
     revision: str
-    approx_total_gb: float
     approx_bytes: dict[str, int | None]
     tokenizer_sources: tuple[TokenizerSource, ...]
+
+    @property
+    def approx_total_bytes(self) -> int:
+        """The whole download (six files and tokenizer.json): the sum of the per-file estimates,
+        the one source of every download size Khala states (see ``download_size_text``)."""
+        return sum(v for v in self.approx_bytes.values() if v)
+
+    @property
+    def approx_total_gb(self) -> float:
+        return self.approx_total_bytes / 1e9
+
+
+def download_size_text(n_bytes: int) -> str:
+    """How Khala states a download size everywhere (CLI, first-launch dialog, README):
+    "about 8.1 GB", "about 9.1 MB" (decimal units, one decimal)."""
+    if n_bytes >= 1e9:
+        return f"about {n_bytes / 1e9:.1f} GB"
+    return f"about {n_bytes / 1e6:.1f} MB"
 
 
 @lru_cache(maxsize=4)
@@ -55,7 +72,6 @@ def load_manifest(path: Path | str | None = None) -> Manifest:
         sources = tuple(TokenizerSource(**{k: v for k, v in s.items() if k in known})
                         for s in raw["tokenizer"]["sources"])
         return Manifest(repo=raw["repo"], revision=raw.get("revision") or "main",
-                        approx_total_gb=float(raw.get("approx_total_gb", 7.0)),
                         approx_bytes=sizes, tokenizer_sources=sources)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise WeightsError(f"Cannot read the model manifest {path}: {error}") from None

@@ -16,7 +16,7 @@ class Clock:
 
 def test_backbone_says_tokens_speed_and_time_left():
     clock = Clock()
-    tr = ProgressTracker(clock=clock)
+    tr = ProgressTracker(clock=clock, max_chars=200)
     tr.on_stage(Stage("load_backbone"))
     clock.t = 4.0
     tr.on_stage(Stage("backbone"))
@@ -29,7 +29,7 @@ def test_backbone_says_tokens_speed_and_time_left():
 
 def test_superres_says_pass_of_62_and_overall_percent():
     clock = Clock()
-    tr = ProgressTracker(clock=clock)
+    tr = ProgressTracker(clock=clock, max_chars=200)
     tr.on_stage(Stage("superres"))
     clock.t = 2.0
     snap = tr.on_progress(Progress("superres", 8, 62))
