@@ -26,7 +26,7 @@ INSTALL_REQUIRES = [
     "huggingface_hub>=1.0",
     "soundfile>=0.12",
     "sounddevice>=0.4.6",
-    "PySide6-Essentials>=6.6",
+    "PySide6-Essentials>=6.6,<6.12",  # 6.12.0 drops references to None (tests/app/test_app_inputs.py)
 ]
 
 TEST_REQUIRES = ["pytest>=8", "pytest-qt>=4.4", "pytest-timeout>=2.3"]

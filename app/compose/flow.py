@@ -3,8 +3,9 @@
 A plain widget rather than a Python ``QLayout``: Qt calls a layout's ``itemAt``/``takeAt``
 overrides past the last item on every layout pass, and each call crosses into Python and
 back (about a dozen per pass with a few chips). Here a pass is one Python loop over the
-children. (The process abort once seen with ~100 chips was PySide6 6.12 dropping references
-to ``None`` on Python < 3.12, which every Qt call does; app.qt_none_guard handles it.)
+children. (The process abort once seen with ~100 chips was PySide6 6.12.0 dropping a reference
+to ``None`` on every void call on Python < 3.12; setup.py keeps PySide6 below 6.12, and
+tests/app/test_app_inputs.py fails if an installed PySide6 leaks again.)
 """
 
 from __future__ import annotations
