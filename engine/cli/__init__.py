@@ -15,7 +15,7 @@ from engine.errors import Cancelled, KhalaError
 
 EXIT_ERROR, EXIT_CANCELLED = 1, 130
 # Sub-command modules, in the order `khala --help` lists them.
-COMMANDS = ("generate", "prompt", "decode", "tiny")
+COMMANDS = ("generate", "prompt", "decode", "tiny", "worker")
 
 
 def build_parser() -> argparse.ArgumentParser:
