@@ -134,7 +134,6 @@ class _Watch:
     num_tracks: int
     started: float
     queued_since: float | None = None
-    running_since: float | None = None
     position: Any = None
     shown: tuple[int, str] | None = None
     shown_progress: tuple[int, str] | None = None
@@ -286,8 +285,6 @@ class RemotePipeline:
                 watch.position = position
                 if isinstance(position, int) and position > 0:
                     yield Log(f"Waiting in the Khala server's queue: position {position}.")
-        elif watch.running_since is None:
-            watch.running_since = now
         for i, track in enumerate(watch.tracks):
             if track.status not in ("done", "error"):
                 watch.stage_seen[i].setdefault(track.stage, now)
@@ -396,12 +393,11 @@ class RemotePipeline:
         }
 
     def _timings(self, watch: _Watch, i: int, fetch_s: float) -> dict[str, float]:
-        """Stage times as seen by polling (each ± ``poll_s``), queue wait and download."""
+        """Stage times as seen by polling (each ± ``poll_s``; "queued" is the wait before this
+        song started), and its download."""
         seen = sorted(watch.stage_seen[i].items(), key=lambda kv: kv[1])
         end = watch.finished_at[i] or time.monotonic()
         out = {stage: round(nxt - at, 3) for (stage, at), (_, nxt) in zip(seen, [*seen[1:], ("", end)])}
-        if watch.running_since is not None and watch.queued_since is not None:
-            out[QUEUED] = round(watch.running_since - watch.queued_since, 3)
         out["download"] = round(fetch_s, 3)
         return out
 

@@ -16,7 +16,7 @@ from engine.errors import RequestError
 from engine.events import (BACKBONE, DECODE, LOAD_BACKBONE, LOAD_DECODER, LOAD_SUPERRES, QUEUED,
                            SUPERRES)
 from engine.prompt.lyrics import clean_lyrics
-from engine.request import DURATION_RANGE, TEMPERATURE_RANGE, TOP_K_RANGE, SongRequest
+from engine.request import DURATION_RANGE, SongRequest
 
 UPSTREAM_REPO = "Khala-Music-AI/Khala"
 UPSTREAM_COMMIT = "f3992801722e78890d10470e32d821b52631024e"

@@ -278,3 +278,27 @@ def test_drop_in_for_pipeline() -> None:
     local, remote = inspect.signature(Pipeline.generate), inspect.signature(RemotePipeline.generate)
     assert list(local.parameters) == list(remote.parameters)
     assert callable(RemotePipeline.unload)
+
+
+def _wav(frames: np.ndarray, subtype: str = "PCM_16") -> bytes:
+    import io
+
+    import soundfile as sf
+    out = io.BytesIO()
+    sf.write(out, frames, 44100, format="WAV", subtype=subtype)
+    return out.getvalue()
+
+
+def test_decode_wav_gives_float32_stereo_or_a_reason() -> None:
+    mono = np.linspace(-0.5, 0.5, 100)
+    audio, rate = decode_wav(_wav(mono))
+    assert audio.dtype == np.float32 and audio.shape == (2, 100) and rate == 44100
+    np.testing.assert_array_equal(audio[0], audio[1])
+    with pytest.raises(ValueError, match="expected stereo audio, got 3 channels"):
+        decode_wav(_wav(np.zeros((10, 3))))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        decode_wav(_wav(np.array([[0.1, np.nan]] * 4), subtype="FLOAT"))
+    with pytest.raises(ValueError, match="empty"):
+        decode_wav(_wav(np.zeros((0, 2))))
+    with pytest.raises(ValueError, match="not readable audio"):
+        decode_wav(b"ID3 an mp3, not a wav")
