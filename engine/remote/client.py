@@ -15,13 +15,9 @@ HTTP is the stdlib's urllib, without proxies; every call is bounded by ``timeout
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
-import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -30,31 +26,14 @@ import numpy as np
 import soundfile as sf
 
 import engine
-from engine.errors import Cancelled, KhalaError, RequestError
+from engine.errors import RequestError
 from engine.events import MODEL_STAGES, QUEUED, CancelToken, Event, Log, Progress, Song, Stage
 from engine.remote import protocol as P
+from engine.remote.http import Http, Reply, ServerError, Unreachable, call_cancellable, sleep_cancellable
 from engine.request import SongRequest
 
 T = TypeVar("T")
-JSON_LIMIT = 4 * 1024 * 1024
-CHUNK = 64 * 1024
-WAIT_SLICE_S = 0.05
-
-
-class ServerError(KhalaError):
-    """The Khala server failed the job, stopped answering, or answered what we cannot read."""
-
-
-class _Unreachable(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class _Reply:
-    status: int
-    body: bytes
+__all__ = ["RemotePipeline", "ServerError", "decode_wav", "normalise_server_url"]
 
 
 def normalise_server_url(url: str) -> str:
@@ -94,21 +73,6 @@ def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
     if not np.isfinite(audio).all():
         raise ValueError("the audio holds NaN or infinite samples")
     return audio, int(rate)
-
-
-def _reason(error: BaseException, timeout_s: float) -> str:
-    if isinstance(error, urllib.error.URLError) and not isinstance(error, urllib.error.HTTPError):
-        error = error.reason if isinstance(error.reason, BaseException) else error
-    if isinstance(error, TimeoutError):
-        return f"no answer within {timeout_s:g} s"
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(error, (ConnectionResetError, http.client.RemoteDisconnected, ConnectionAbortedError)):
-        return "the connection closed without an answer"
-    if isinstance(error, http.client.IncompleteRead):
-        return "the answer was cut off"
-    text = getattr(error, "strerror", None) or str(error) or type(error).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
 
 
 @dataclass
@@ -162,7 +126,7 @@ class RemotePipeline:
         self.timeout_s, self.poll_s, self.retry_s = timeout_s, poll_s, retry_s
         self.stall_timeout_s, self.queue_timeout_s = stall_timeout_s, queue_timeout_s
         self.max_wav_bytes = max_wav_bytes
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._http = Http(self.server_url, timeout_s)
 
     def unload(self) -> None:
         """Nothing is loaded here (Pipeline's interface)."""
@@ -218,7 +182,7 @@ class RemotePipeline:
 
     def _submit(self, body: dict[str, Any], cancel: CancelToken) -> Iterator[Event]:
         started = time.monotonic()
-        reply = self._call(lambda: self._http("POST", P.GENERATE_PATH, body), cancel,
+        reply = self._call(lambda: self._http.request("POST", P.GENERATE_PATH, body), cancel,
                            "Cancelled. The request may have reached the Khala server, which has no "
                            "cancel and would then make the songs anyway.",
                            lambda reason: f"Cannot reach the Khala server at {self.server_url}: {reason}.")
@@ -245,11 +209,11 @@ class RemotePipeline:
         failing_since: float | None = None
         while True:
             try:
-                reply = self._call(lambda: self._http("GET", path), cancel, self._cancel_text(watch.job_id))
+                reply = self._call(lambda: self._http.request("GET", path), cancel, self._cancel_text(watch.job_id))
                 if reply.status not in (502, 503, 504):
                     break
                 reason = f"HTTP {reply.status} from a proxy in front of it"
-            except _Unreachable as e:
+            except Unreachable as e:
                 reason = e.reason
             now = time.monotonic()
             failing_since = failing_since if failing_since is not None else now
@@ -349,7 +313,7 @@ class RemotePipeline:
                 continue
             path = P.TRACK_WAV_PATH.format(job_id=quote(watch.job_id, safe=""), index=i)
             start = time.monotonic()
-            reply = self._call(lambda: self._http("GET", path, limit=self.max_wav_bytes, cancel=cancel), cancel,
+            reply = self._call(lambda: self._http.request("GET", path, limit=self.max_wav_bytes, cancel=cancel), cancel,
                                self._cancel_text(watch.job_id),
                                lambda reason: f"The Khala server at {self.server_url} stopped answering while "
                                               f"sending song {i + 1} of job {watch.job_id} ({reason}).")
@@ -402,72 +366,22 @@ class RemotePipeline:
         return out
 
     # -- HTTP ----------------------------------------------------------------------------------
-    def _get(self, path: str, cancel: CancelToken, job_id: str | None, what: str) -> _Reply:
-        return self._call(lambda: self._http("GET", path), cancel,
+    def _get(self, path: str, cancel: CancelToken, job_id: str | None, what: str) -> Reply:
+        return self._call(lambda: self._http.request("GET", path), cancel,
                           self._cancel_text(job_id) if job_id else "Cancelled.",
                           lambda reason: f"Cannot reach the Khala server at {self.server_url}: {reason}.")
 
-    def _http(self, method: str, path: str, body: Any = None, *, limit: int = JSON_LIMIT,
-              cancel: CancelToken | None = None) -> _Reply:
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Accept": "application/json, audio/wav"}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(self.server_url + path, data=data, method=method, headers=headers)
-        try:
-            with self._opener.open(req, timeout=self.timeout_s) as resp:
-                return _Reply(resp.status, self._read(resp, limit, path, cancel))
-        except urllib.error.HTTPError as e:
-            with e:
-                return _Reply(e.code, self._read(e, JSON_LIMIT, path, cancel))
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-            raise _Unreachable(_reason(e, self.timeout_s)) from None
-
-    def _read(self, resp: Any, limit: int, path: str, cancel: CancelToken | None) -> bytes:
-        length = resp.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) > limit:
-            raise ServerError(f"The Khala server's answer to {path} is {int(length):,} bytes, over the "
-                              f"{limit:,}-byte limit.")
-        parts, size = [], 0
-        while True:
-            if cancel is not None and cancel.cancelled:
-                raise Cancelled()
-            chunk = resp.read(CHUNK)
-            if not chunk:
-                return b"".join(parts)
-            size += len(chunk)
-            if size > limit:
-                raise ServerError(f"The Khala server's answer to {path} is over the {limit:,}-byte limit.")
-            parts.append(chunk)
-
     def _call(self, work: Callable[[], T], cancel: CancelToken, cancel_text: str,
               unreachable: Callable[[str], str] | None = None) -> T:
-        """``work()`` on a helper thread, so a cancel is noticed within WAIT_SLICE_S even while a
-        call hangs (the call itself ends by its own timeout)."""
-        box: list[Any] = []
-        done = threading.Event()
+        """``work()`` abandoned at once on cancel; no answer at all becomes ``unreachable(reason)``."""
+        try:
+            return call_cancellable(work, cancel, cancel_text)
+        except Unreachable as e:
+            if unreachable is None:
+                raise
+            raise ServerError(unreachable(e.reason)) from None
 
-        def run() -> None:
-            try:
-                box.append((True, work()))
-            except BaseException as e:  # handed to the caller's thread
-                box.append((False, e))
-            done.set()
-
-        threading.Thread(target=run, name="khala-remote-http", daemon=True).start()
-        while not done.wait(WAIT_SLICE_S):
-            if cancel.cancelled:
-                raise Cancelled(cancel_text)
-        ok, value = box[0]
-        if ok:
-            return value
-        if isinstance(value, Cancelled):
-            raise Cancelled(cancel_text)
-        if isinstance(value, _Unreachable) and unreachable is not None:
-            raise ServerError(unreachable(value.reason))
-        raise value
-
-    def _json(self, reply: _Reply, what: str, required: tuple[str, ...]) -> dict[str, Any]:
+    def _json(self, reply: Reply, what: str, required: tuple[str, ...]) -> dict[str, Any]:
         if reply.status != 200:
             raise ServerError(f"The Khala server at {self.server_url} answered {what} with HTTP {reply.status}"
                               f"{': ' + self._detail(reply.body) if reply.body else '.'}")
@@ -503,14 +417,7 @@ class RemotePipeline:
                 "making its songs.")
 
     def _sleep(self, seconds: float, cancel: CancelToken, job_id: str) -> None:
-        end = time.monotonic() + seconds
-        while True:
-            if cancel.cancelled:
-                raise Cancelled(self._cancel_text(job_id))
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(WAIT_SLICE_S, left))
+        sleep_cancellable(seconds, cancel, self._cancel_text(job_id))
 
 
 def _span(seconds: float) -> str:

@@ -230,7 +230,7 @@ def test_cancel_while_queued_stops_promptly_and_says_the_server_keeps_going() ->
     job = next(iter(d.jobs))
     assert str(info.value) == (f"Cancelled: stopped waiting for job {job}. The Khala server has no cancel "
                                "and keeps making its songs.")
-    assert elapsed < 1.0
+    assert elapsed < 2.0  # polls forever otherwise
 
 
 def test_cancel_during_a_hanging_poll_is_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -240,7 +240,7 @@ def test_cancel_during_a_hanging_poll_is_prompt(monkeypatch: pytest.MonkeyPatch)
     original = dispatcher_standin._Handler._job
 
     def hang(self: Any, job: Any) -> None:
-        time.sleep(3)
+        time.sleep(5)
         original(self, job)
 
     monkeypatch.setattr(dispatcher_standin._Handler, "_job", hang)
@@ -250,7 +250,7 @@ def test_cancel_during_a_hanging_poll_is_prompt(monkeypatch: pytest.MonkeyPatch)
         start = time.monotonic()
         with pytest.raises(Cancelled, match="stopped waiting for job"):
             run(d.url, cancel=token, timeout_s=10)
-        assert time.monotonic() - start < 1.5
+        assert time.monotonic() - start < 2.5  # the poll itself hangs 5 s
 
 
 @pytest.mark.parametrize("url, expected", [

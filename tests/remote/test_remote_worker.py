@@ -8,6 +8,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -255,7 +256,9 @@ def test_bad_requests_get_clear_answers_and_leave_the_worker_idle(pipeline: Pipe
         code, body = h.raw("POST", "/generate", json.dumps({**PAYLOAD, "lyrics": ""}).encode())
         assert json.loads(body)["error"] == "A sung song needs lyrics (or choose Instrumental)."
         assert h.raw("GET", "/nothing")[0] == 404 and h.raw("POST", "/health", b"{}")[0] == 404
-        assert h.raw("POST", "/generate", b"x" * (W.MAX_BODY_BYTES + 1))[0] == 413
+        with socket.create_connection(("127.0.0.1", h.port), timeout=5) as sock:  # announced, never sent
+            sock.sendall(f"POST /generate HTTP/1.1\r\nContent-Length: {W.MAX_BODY_BYTES + 1}\r\n\r\n".encode())
+            assert sock.recv(64).startswith(b"HTTP/1.0 413")
         assert h.health()["status"] == "idle" and h.worker.files.names() == []
 
 
