@@ -25,6 +25,7 @@ INSTALL_REQUIRES = [
     "tokenizers>=0.19",
     "huggingface_hub>=1.0",
     "soundfile>=0.12",
+    "mutagen>=1.45",  # title, tags, lyrics and seed inside WAV/FLAC/MP3 files
     "sounddevice>=0.4.6",
     "PySide6-Essentials>=6.6,<6.12",  # 6.12.0 drops references to None (tests/app/test_app_inputs.py)
 ]

@@ -22,17 +22,23 @@ from app.library.store import Library, record_from_song
 from app.progress import ProgressTracker
 from app.settings import Settings
 from engine.errors import KhalaError
-from engine.events import CancelToken, Log, Progress, Song, Stage
+from engine.events import WRITE, CancelToken, Log, Progress, Song, Stage
+from engine.remote.protocol import TRACKS_PER_JOB, check_server_request
 from engine.request import SongRequest
 from engine.song_file import SavedSong, slug, song_title, write_song
 
 PipelineFactory = Callable[[Path], Any]
 
 
-def real_pipeline_factory(weights_dir: Path, keep_loaded: bool = False) -> Any:
+def real_pipeline_factory(target: Path | str, keep_loaded: bool = False) -> Any:
+    """The engine for ``target``: a weights folder (this Mac) or a Khala server's URL."""
+    if isinstance(target, str):
+        from engine.remote.client import RemotePipeline  # torch-free
+
+        return RemotePipeline(target)
     from engine.pipeline import Pipeline  # torch: only ever on the worker thread
 
-    return Pipeline(weights_dir, keep_loaded=keep_loaded)
+    return Pipeline(target, keep_loaded=keep_loaded)
 
 
 class PipelineProvider:
@@ -44,11 +50,12 @@ class PipelineProvider:
         self._pipeline: Any = None
         self._dir: Path | None = None
 
-    def get(self, weights_dir: Path) -> Any:
+    def get(self, target: Path | str) -> Any:
+        """The engine for a weights folder or a server URL, made once per target."""
         with self._lock:
-            if self._pipeline is None or self._dir != weights_dir:
-                self._pipeline = self._factory(weights_dir)
-                self._dir = weights_dir
+            if self._pipeline is None or self._dir != target:
+                self._pipeline = self._factory(target)
+                self._dir = target
             return self._pipeline
 
 
@@ -69,16 +76,17 @@ def song_path(songs_dir: Path, request: SongRequest, fmt: str, variation: int, s
     return songs_dir / f"{datetime.now():%Y-%m-%d-%H%M%S}-{slug(title)}-{seed if seed is not None else 'x'}.{fmt}"
 
 
-def generation_work(provider: PipelineProvider, weights_dir: Path, request: SongRequest, songs_dir: Path,
+def generation_work(provider: PipelineProvider, target: Path | str, request: SongRequest, songs_dir: Path,
                     fmt: str = "wav") -> Callable[[CancelToken], Iterator[object]]:
-    """The job: the pipeline's events, with each Song replaced by the SavedSong written for it."""
+    """The job: the engine's events, with each Song replaced by the SavedSong written for it."""
 
     def work(cancel: CancelToken) -> Iterator[object]:
-        pipeline = provider.get(weights_dir)
+        pipeline = provider.get(target)
         cancel.check()
         for event in pipeline.generate(request, cancel):
             if isinstance(event, Song):
                 cancel.check()
+                yield Stage(WRITE, event.variation)
                 seed = event.metadata.get("seed")
                 yield write_song(event, song_path(songs_dir, request, fmt, event.variation, seed), overwrite=False,
                                  title=song_title(request, event.variation, request.variations))
@@ -111,19 +119,28 @@ class GenerationController(QObject):
     def busy(self) -> bool:
         return self.job is not None
 
+    @property
+    def target(self) -> Path | str | None:
+        """Where songs are made: a Khala server's URL (Settings → Engine) or the weights folder."""
+        return self.settings.server_url or self.weights_dir
+
     def prepare(self, request: SongRequest) -> tuple[SongRequest | None, str]:
         """The request as it will run, or None and the reason, checked before any work."""
         if self.busy:
             return None, "A song is already being made; wait or cancel it first."
+        remote = bool(self.settings.server_url)
         try:
             request.validate()
+            if remote:
+                for warning in check_server_request(request):
+                    self.log.emit(warning)
         except KhalaError as exc:
             return None, str(exc)
-        problem = (weights_problem(self.weights_dir) or paths.check_writable_dir(self.settings.songs_dir)
-                   or self.library.save_problem())
+        problem = ((None if remote else weights_problem(self.weights_dir))
+                   or paths.check_writable_dir(self.settings.songs_dir) or self.library.save_problem())
         if problem:
             return None, problem
-        if self.settings.max_tokens:
+        if self.settings.max_tokens and not remote:
             request = dataclasses.replace(request, max_tokens=self.settings.max_tokens)
         return request, ""
 
@@ -133,15 +150,16 @@ class GenerationController(QObject):
         if request is None:
             self.message.emit(problem, "error")
             return False
-        if check_memory:
+        remote = bool(self.settings.server_url)
+        if check_memory and not remote:
             warning = memory_check.memory_warning(request, self.weights_dir)
             if warning:
                 self.message.emit(warning, "warn")
                 self.memory_warning.emit(request, warning)
                 return False
         self.settings.last_request = request
-        self.tracker = ProgressTracker(request.variations)
-        self.job = Job(generation_work(self.provider, self.weights_dir, request, self.settings.songs_dir,
+        self.tracker = ProgressTracker(max(request.variations, TRACKS_PER_JOB) if remote else request.variations)
+        self.job = Job(generation_work(self.provider, self.target, request, self.settings.songs_dir,
                                        self.settings.audio_format), self)
         self.job.event.connect(self._on_event)
         self.job.failed.connect(lambda m: self.message.emit(m, "error"))

@@ -11,23 +11,24 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from engine.events import Progress, Stage
+from engine.events import (BACKBONE, DECODE, LOAD_BACKBONE, LOAD_DECODER, LOAD_SUPERRES, QUEUED, SUPERRES, WRITE,
+                           Progress, Stage)
 
 STAGE_LABELS = {
-    "load_backbone": "Loading the song model",
-    "backbone": "Writing the song",
-    "free": "Freeing memory",
-    "load_superres": "Loading the detail model",
-    "superres": "Adding detail",
-    "load_decoder": "Loading the audio decoder",
-    "decode": "Rendering audio",
-    "write": "Saving",
+    QUEUED: "Waiting in the server's queue",
+    LOAD_BACKBONE: "Loading the song model",
+    BACKBONE: "Writing the song",
+    LOAD_SUPERRES: "Loading the detail model",
+    SUPERRES: "Adding detail",
+    LOAD_DECODER: "Loading the audio decoder",
+    DECODE: "Rendering audio",
+    WRITE: "Saving",
 }
 # What one unit of progress is called in each stage; the backbone's total is an estimate.
-UNITS = {"backbone": ("", "tokens"), "superres": ("pass ", ""), "decode": ("chunk ", "")}
-# Share of one variation's time each stage takes, for the overall percent.
-STAGE_WEIGHTS = {"load_backbone": 0.04, "backbone": 0.60, "free": 0.0, "load_superres": 0.03,
-                 "superres": 0.22, "load_decoder": 0.01, "decode": 0.08, "write": 0.02}
+UNITS = {BACKBONE: ("", "tokens"), SUPERRES: ("pass ", ""), DECODE: ("chunk ", "")}
+# Share of one variation's time each stage takes, for the overall percent (engine.events' order).
+STAGE_WEIGHTS = {QUEUED: 0.0, LOAD_BACKBONE: 0.04, BACKBONE: 0.60, LOAD_SUPERRES: 0.03, SUPERRES: 0.22,
+                 LOAD_DECODER: 0.01, DECODE: 0.08, WRITE: 0.02}
 STAGE_ORDER = list(STAGE_WEIGHTS)
 # The status label is ~380 px wide at the smallest window (910 px): about 60 average characters.
 MAX_STATUS_CHARS = 56
@@ -85,13 +86,14 @@ class ProgressTracker:
         self._stage_frac = 0.0
         self._done = 0
         self._total = 0
+        self._detail = ""
         self._t0 = self.started
         self._done0 = 0
         self.rate = 0.0
 
     def on_stage(self, ev: Stage) -> Snapshot:
         self.stage, self.variation = ev.name, ev.variation
-        self._stage_frac, self._done, self._total = 0.0, 0, 0
+        self._stage_frac, self._done, self._total, self._detail = 0.0, 0, 0, ""
         self._t0, self._done0, self.rate = self._clock(), 0, 0.0
         return self.snapshot()
 
@@ -99,7 +101,7 @@ class ProgressTracker:
         if ev.stage != self.stage:
             self.stage = ev.stage
             self._t0, self._done0 = self._clock(), ev.done
-        self._done, self._total = ev.done, ev.total
+        self._done, self._total, self._detail = ev.done, ev.total, ev.detail
         self._stage_frac = min(1.0, ev.done / ev.total) if ev.total else 0.0
         dt = self._clock() - self._t0
         if dt > 0 and ev.done > self._done0:
@@ -127,12 +129,14 @@ class ProgressTracker:
 
     def _units(self) -> list[str]:
         """'pass 8 of 62', '1,234 of ~7,235 tokens · 52 tok/s'; empty before the first report."""
+        if self._detail:  # a remote server's own words for its phase (its progress is a percent)
+            return [self._detail]
         if not self._total:
             return []
         prefix, noun = UNITS.get(self.stage, ("", ""))
-        approx = "~" if self.stage == "backbone" else ""
+        approx = "~" if self.stage == BACKBONE else ""
         counted = f"{prefix}{self._done:,} of {approx}{self._total:,}" + (f" {noun}" if noun else "")
-        if self.stage == "backbone" and self.rate > 0:
+        if self.stage == BACKBONE and self.rate > 0:
             return [counted, f"{format_rate(self.rate)} tok/s"]
         return [counted]
 

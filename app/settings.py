@@ -95,3 +95,19 @@ class Settings:
     @max_tokens.setter
     def max_tokens(self, value: int | None) -> None:
         self._set("max_tokens", int(value or 0))
+
+    @property
+    def server_url(self) -> str:
+        """The Khala server songs are made on ("" = this Mac)."""
+        from engine.errors import RequestError
+        from engine.remote.client import normalise_server_url
+
+        value = str(self._get("server_url", "") or "").strip()
+        try:
+            return normalise_server_url(value) if value else ""
+        except RequestError:
+            return ""
+
+    @server_url.setter
+    def server_url(self, value: str) -> None:
+        self._set("server_url", value)

@@ -10,6 +10,10 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 
 from app import paths
 from app.settings import Settings
+from engine.errors import KhalaError
+from engine.remote.client import normalise_server_url
+
+THIS_MAC, SERVER = "This Mac", "Khala server at"
 
 
 def _folder_row(edit: QLineEdit, parent: QWidget) -> QHBoxLayout:
@@ -36,11 +40,22 @@ class SettingsDialog(QDialog):
         self.format.setCurrentText(settings.audio_format)
         self.keep = QCheckBox("Keep the model in memory between songs (faster, uses more memory)")
         self.keep.setChecked(settings.keep_model_loaded)
+        self.engine = QComboBox(objectName="engineChoice")
+        self.engine.addItems([THIS_MAC, SERVER])
+        self.server = QLineEdit(settings.server_url, placeholderText="http://studio-server:8888")
+        self.server.setToolTip("An upstream Khala server (its dispatcher). Songs are made there and saved here.")
+        self.engine.currentTextChanged.connect(lambda text: self.server.setEnabled(text == SERVER))
+        self.engine.setCurrentText(SERVER if settings.server_url else THIS_MAC)
+        self.server.setEnabled(bool(settings.server_url))
+        engine_row = QHBoxLayout()
+        engine_row.addWidget(self.engine)
+        engine_row.addWidget(self.server, 1)
         self.error = QLabel(objectName="statusLabel", wordWrap=True)
         self.error.setProperty("level", "error")
         form = QFormLayout(self)
         form.addRow("Songs folder", _folder_row(self.songs, self))
         form.addRow("Model folder", _folder_row(self.weights, self))
+        form.addRow("Engine", engine_row)
         form.addRow("Audio format", self.format)
         form.addRow("", self.keep)
         self.check_button = QPushButton("Check This Mac…")
@@ -64,10 +79,17 @@ class SettingsDialog(QDialog):
 
     def apply(self) -> None:
         problem = paths.check_writable_dir(Path(self.songs.text().strip()))
+        server = ""
+        if not problem and self.engine.currentText() == SERVER:
+            try:
+                server = normalise_server_url(self.server.text())
+            except KhalaError as exc:
+                problem = str(exc)
         if problem:
             self.error.setText(problem)
             return
         s = self.settings
+        s.server_url = server
         s.songs_dir = Path(self.songs.text().strip())
         s.audio_format = self.format.currentText()
         s.keep_model_loaded = self.keep.isChecked()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from engine.cli.common import add_prompt_flags, add_weights_flag, check_output_path, request_from_args
+from engine.errors import RequestError
 from engine.events import CancelToken, Log, Preview, Progress, Song, Stage
 from engine.request import SAMPLE_RATE, SAMPLES_PER_FRAME, SongRequest, expected_tokens
 
@@ -15,7 +17,9 @@ PREVIEW_EVERY_S = 10.0
 
 def register(sub: argparse._SubParsersAction) -> None:
     gen = sub.add_parser("generate", help="write a song to an audio file")
-    add_weights_flag(gen)
+    add_weights_flag(gen, required=False)
+    gen.add_argument("--server", default=None, metavar="URL",
+                     help="make the song on an upstream Khala server (its dispatcher) instead of this machine")
     add_prompt_flags(gen)
     gen.add_argument("--temperature", type=float, default=1.0)
     gen.add_argument("--top-k", type=int, default=80)
@@ -55,19 +59,38 @@ def check_outputs(args: argparse.Namespace, request: SongRequest, prefix_frames:
     if args.preview_out is not None:
         check_output(args.preview_out, seconds=expected_seconds(request, prefix_frames))
         if not args.preview_every > 0:
-            from engine.errors import RequestError
             raise RequestError(f"--preview-every must be a positive number of seconds; got {args.preview_every:g}.")
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.pipeline import Pipeline
-
     request = request_from_args(args)
     request.validate()
+    if args.server:
+        return _run_remote(args, request)
+    if args.weights is None:
+        raise RequestError("Say where the model is: --weights DIR (or --server URL for a Khala server).")
+    from engine.pipeline import Pipeline
+
     check_outputs(args, request)
     pipeline = Pipeline(args.weights, device=args.device, dtype=args.dtype, keep_loaded=args.keep_loaded)
     write_events(args, pipeline.generate(request, CancelToken(),
                                          preview_every=args.preview_every if args.preview_out else None))
+    return 0
+
+
+def _run_remote(args: argparse.Namespace, request: SongRequest) -> int:
+    """The same song on an upstream Khala server; what it cannot do is refused before sending."""
+    from engine.remote.client import RemotePipeline
+    from engine.remote.protocol import TRACKS_PER_JOB
+
+    local_only = {"--weights": args.weights, "--codes-out": args.codes_out, "--preview-out": args.preview_out,
+                  "--device": args.device, "--dtype": args.dtype, "--keep-loaded": args.keep_loaded or None}
+    given = [flag for flag, value in local_only.items() if value is not None]
+    if given:
+        raise RequestError(f"{', '.join(given)} cannot be used with --server: the server runs its own model, "
+                           "returns audio without codes and sends no previews.")
+    check_outputs(args, dataclasses.replace(request, variations=max(request.variations, TRACKS_PER_JOB)))
+    write_events(args, RemotePipeline(args.server).generate(request, CancelToken()))
     return 0
 
 

@@ -30,7 +30,7 @@ from engine.errors import RequestError
 from engine.events import MODEL_STAGES, QUEUED, CancelToken, Event, Log, Progress, Song, Stage
 from engine.remote import protocol as P
 from engine.remote.http import Http, Reply, ServerError, Unreachable, call_cancellable, sleep_cancellable
-from engine.request import SongRequest
+from engine.request import Continuation, SongRequest
 
 T = TypeVar("T")
 __all__ = ["RemotePipeline", "ServerError", "decode_wav", "normalise_server_url"]
@@ -132,10 +132,16 @@ class RemotePipeline:
         """Nothing is loaded here (Pipeline's interface)."""
 
     # -- the run ---------------------------------------------------------------------------
-    def generate(self, request: SongRequest, cancel: CancelToken | None = None) -> Iterator[Event]:
+    def generate(self, request: SongRequest, cancel: CancelToken | None = None, *,
+                 continuation: Continuation | None = None, preview_every: float | None = None) -> Iterator[Event]:
         cancel = cancel or CancelToken()
+        if continuation is not None:
+            raise RequestError("A Khala server cannot continue or regenerate a song (its protocol takes no codes); "
+                               "extend songs on this Mac.")
         for warning in P.check_server_request(request):
             yield Log(warning, "warning")
+        if preview_every:
+            yield Log("The Khala server sends no rough previews; the songs arrive when they are done.", "warning")
         cancel.check()
         yield from self._check_server(cancel)
         body = P.generate_body(request)
