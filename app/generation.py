@@ -24,7 +24,7 @@ from app.settings import Settings
 from engine.errors import KhalaError
 from engine.events import WRITE, CancelToken, Log, Progress, Song, Stage
 from engine.remote.protocol import TRACKS_PER_JOB, check_server_request
-from engine.request import SongRequest
+from engine.request import Continuation, SongRequest
 from engine.song_file import SavedSong, slug, song_title, write_song
 
 PipelineFactory = Callable[[Path], Any]
@@ -77,13 +77,17 @@ def song_path(songs_dir: Path, request: SongRequest, fmt: str, variation: int, s
 
 
 def generation_work(provider: PipelineProvider, target: Path | str, request: SongRequest, songs_dir: Path,
-                    fmt: str = "wav") -> Callable[[CancelToken], Iterator[object]]:
+                    fmt: str = "wav", continuation: Continuation | None = None,
+                    preview_every: float | None = None) -> Callable[[CancelToken], Iterator[object]]:
     """The job: the engine's events, with each Song replaced by the SavedSong written for it."""
 
     def work(cancel: CancelToken) -> Iterator[object]:
         pipeline = provider.get(target)
         cancel.check()
-        for event in pipeline.generate(request, cancel):
+        options = {"continuation": continuation} if continuation is not None else {}
+        if preview_every:
+            options["preview_every"] = preview_every
+        for event in pipeline.generate(request, cancel, **options):
             if isinstance(event, Song):
                 cancel.check()
                 yield Stage(WRITE, event.variation)
@@ -104,7 +108,7 @@ class GenerationController(QObject):
     busy_changed = Signal(bool)
     song_added = Signal(int)  # library id
     log = Signal(str)
-    memory_warning = Signal(object, str)  # the prepared request, the warning
+    memory_warning = Signal(object, str, object)  # the prepared request, the warning, its continuation
     notify = Signal(str, str)  # title, text
 
     def __init__(self, settings: Settings, library: Library, provider: PipelineProvider,
@@ -144,23 +148,25 @@ class GenerationController(QObject):
             request = dataclasses.replace(request, max_tokens=self.settings.max_tokens)
         return request, ""
 
-    def submit(self, request: SongRequest, check_memory: bool = True) -> bool:
-        """Start a song; False when it did not start (the reason went out as a message)."""
+    def submit(self, request: SongRequest, check_memory: bool = True,
+               continuation: Continuation | None = None) -> bool:
+        """Start a song (``continuation``: extend or regenerate a song from a point); False when it
+        did not start (the reason went out as a message)."""
         request, problem = self.prepare(request)
-        if request is None:
-            self.message.emit(problem, "error")
+        if request is None or (continuation is not None and self.settings.server_url):
+            self.message.emit(problem or "Extending a song needs this Mac's engine (Settings → Engine).", "error")
             return False
         remote = bool(self.settings.server_url)
         if check_memory and not remote:
             warning = memory_check.memory_warning(request, self.weights_dir)
             if warning:
                 self.message.emit(warning, "warn")
-                self.memory_warning.emit(request, warning)
+                self.memory_warning.emit(request, warning, continuation)
                 return False
         self.settings.last_request = request
         self.tracker = ProgressTracker(max(request.variations, TRACKS_PER_JOB) if remote else request.variations)
         self.job = Job(generation_work(self.provider, self.target, request, self.settings.songs_dir,
-                                       self.settings.audio_format), self)
+                                       self.settings.audio_format, continuation), self)
         self.job.event.connect(self._on_event)
         self.job.failed.connect(lambda m: self.message.emit(m, "error"))
         self.job.cancelled.connect(lambda: self.message.emit("Cancelled. Nothing was kept from the unfinished song.", ""))

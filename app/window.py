@@ -191,7 +191,7 @@ class MainWindow(QMainWindow):
             self.cancel_button.setEnabled(False)
             self.controller.cancel()
 
-    def confirm_memory(self, request: SongRequest, warning: str) -> None:
+    def confirm_memory(self, request: SongRequest, warning: str, continuation: object = None) -> None:
         """A non-blocking question; the window stays usable while it is open."""
         if self.memory_box is not None:
             self.memory_box.finished.disconnect()
@@ -207,7 +207,7 @@ class MainWindow(QMainWindow):
         def done() -> None:
             self.memory_box = None
             if box.clickedButton() is go:
-                self.controller.submit(request, check_memory=False)
+                self.controller.submit(request, check_memory=False, continuation=continuation)
             elif not self.busy:
                 self.show_message("Not started. A shorter song or closing other apps needs less memory.")
 
