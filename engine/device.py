@@ -86,7 +86,10 @@ def bfloat16_supported(device: torch.device) -> bool:
     if device.type != "mps":
         return True
     check = getattr(torch.backends.mps, "is_macos_or_newer", None)
-    return bool(check is not None and check(14, 0))
+    try:
+        return bool(check is not None and check(14, 0))
+    except RuntimeError:  # no MPS backend in this build (e.g. Linux)
+        return False
 
 
 def safe_dtype(device: torch.device, failed: torch.dtype) -> torch.dtype | None:

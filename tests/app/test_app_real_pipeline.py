@@ -42,6 +42,8 @@ def test_real_pipeline_song_lands_in_library(qtbot, settings, tiny_weights):
     info = soundfile.info(str(rec.audio_path))
     assert info.samplerate == 44_100 and info.channels == 2 and info.frames > 0
     assert rec.seed == 5 and rec.status == "ready" and rec.request["max_tokens"] == 48
+    assert {"load_backbone", "backbone", "superres", "decode"} <= set(rec.timings)  # the real stage timings
+    assert all(rec.timings[stage] > 0 for stage in ("backbone", "superres", "decode"))
     assert "Stage" in stages and "Progress" in stages
     assert w.model.rowCount() == 1 and w.generate_button.isEnabled()
 
