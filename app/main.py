@@ -94,7 +94,26 @@ def main(argv: list[str] | None = None) -> int:
     if window.weights_dir is None:
         window.open_first_launch()
     app.aboutToQuit.connect(lambda: window.job and window.job.cancel())
+    app._sigterm = quit_on_sigterm(window)  # noqa: SLF001 - kept alive with the app
     return app.exec()
+
+
+def quit_on_sigterm(window) -> object:
+    """SIGTERM (logout, `kill`, a service manager) is a cancel: the song being made stops, its
+    temporary files go, and the app quits without asking. Python runs signal handlers only between
+    bytecodes, so a short timer keeps the interpreter ticking while Qt's loop waits."""
+    import signal
+
+    from PySide6.QtCore import QTimer
+
+    def on_sigterm(_signum: int, _frame: object) -> None:
+        QTimer.singleShot(0, lambda: window.request_quit(ask=False))
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    tick = QTimer()
+    tick.timeout.connect(lambda: None)
+    tick.start(200)
+    return tick
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMenu, QMenuBar
 
 from app.jobs import Job
+from app.library.model import audio_problem
 from app.library.store import Library, SongRecord
 
 
@@ -38,22 +39,6 @@ class MenuHost(Protocol):
     def toggle_play(self) -> None: ...
     @property
     def busy(self) -> bool: ...
-
-
-def audio_problem(path: Path) -> str | None:
-    """None when ``path`` is a readable audio file, else one line saying what is wrong."""
-    import soundfile
-
-    path = Path(path)
-    if not path.is_file():
-        return f"The audio file {path} is missing."
-    try:
-        info = soundfile.info(str(path))
-    except (RuntimeError, OSError) as exc:
-        return f"The audio file {path.name} cannot be read: {str(exc).splitlines()[0][:200]}"
-    if info.frames <= 0:
-        return f"The audio file {path.name} holds no audio."
-    return None
 
 
 def export_song(rec: SongRecord, dest: Path) -> Path:

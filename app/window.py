@@ -68,6 +68,7 @@ class MainWindow(QMainWindow):
                              + inner.contentsMargins().right() + scroll.verticalScrollBar().sizeHint().width())
 
         self.model = LibraryModel(library, self)
+        self.model.drag_failed.connect(lambda text: self.show_message(text, "error"))
         self.list = LibraryView()
         self.list.setModel(self.model)
         self.list.doubleClicked.connect(lambda index: self.play_row(index.row()))
@@ -265,9 +266,11 @@ class MainWindow(QMainWindow):
         self.list.viewport().update()
 
     # -- quitting ----------------------------------------------------------------------
-    def request_quit(self) -> bool:
+    def request_quit(self, ask: bool = True) -> bool:
+        """Quit; a song being made is cancelled first (after asking, unless ``ask`` is False:
+        SIGTERM is a cancel, never a question)."""
         if self.busy:
-            if not self.ask("Quit Khala?", "A song is being made. Quit and cancel it?"):
+            if ask and not self.ask("Quit Khala?", "A song is being made. Quit and cancel it?"):
                 return False
             job = self.job
             loop = QEventLoop()

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QAbstractListModel, QMimeData, QModelIndex, QPersistentModelIndex, Qt, QUrl
+from PySide6.QtCore import QAbstractListModel, QMimeData, QModelIndex, QPersistentModelIndex, Qt, QUrl, Signal
 
 from app import paths
 from app.library.store import Library, SongRecord
@@ -20,9 +20,28 @@ def safe_name(title: str) -> str:
     return name[:80]
 
 
+def audio_problem(path: Path) -> str | None:
+    """None when ``path`` is a readable audio file, else one line saying what is wrong."""
+    import soundfile
+
+    path = Path(path)
+    if not path.is_file():
+        return f"The audio file {path} is missing."
+    try:
+        info = soundfile.info(str(path))
+    except (RuntimeError, OSError) as exc:
+        return f"The audio file {path.name} cannot be read: {str(exc).splitlines()[0][:200]}"
+    if info.frames <= 0:
+        return f"The audio file {path.name} holds no audio."
+    return None
+
+
 def wav_for(rec: SongRecord) -> Path:
     """The song as a WAV file: its own file, or a WAV exported once into the cache."""
     src = Path(rec.audio_path)
+    problem = audio_problem(src)
+    if problem:
+        raise OSError(problem)
     if src.suffix.lower() == ".wav":
         return src
     import soundfile
@@ -43,6 +62,8 @@ def wav_for(rec: SongRecord) -> Path:
 
 
 class LibraryModel(QAbstractListModel):
+    drag_failed = Signal(str)  # a song could not be dragged out: the window shows why
+
     def __init__(self, library: Library, parent=None) -> None:
         super().__init__(parent)
         self.library = library
@@ -101,5 +122,6 @@ class LibraryModel(QAbstractListModel):
                 urls.append(QUrl.fromLocalFile(str(wav_for(rec))))
             except Exception as exc:  # noqa: BLE001 - missing/unreadable file: drag the rest
                 self.last_drag_error = f"Cannot drag “{rec.title}”: {exc}"
+                self.drag_failed.emit(self.last_drag_error)
         mime.setUrls(urls)
         return mime

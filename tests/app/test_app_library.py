@@ -81,3 +81,24 @@ def test_rename_and_delete(tmp_path):
     assert lib.get(song).title == "new name"
     lib.delete(song)
     assert lib.get(song) is None and not audio.exists()
+
+
+def test_handing_over_a_missing_or_damaged_file_is_refused_and_shown(qtbot, fake_window, tmp_path):
+    """Drag-out, export and Reveal check the file first; a recorded error is also shown (issue 16)."""
+    from app import menus
+
+    w = fake_window
+    damaged = tmp_path / "damaged.wav"
+    damaged.write_bytes(b"RIFF not really a wave file")
+    gone = tmp_path / "gone.wav"
+    for title, path in (("damaged", damaged), ("gone", gone)):
+        song_id = w.library.add(SongRecord(title=title, audio_path=path))
+        w.model.refresh()
+        w.list.setCurrentIndex(w.model.index(w.model.row_of(song_id)))
+        mime = w.model.mimeData([w.model.index(w.model.row_of(song_id))])
+        assert mime.urls() == [] and title in w.model.last_drag_error
+        assert w.status.text() == w.model.last_drag_error and w.status.property("level") == "error"
+        w.show_message("")
+        menus._export(w, "flac")  # refused before the save dialog would open
+        assert w.status.property("level") == "error" and path.name in w.status.text()
+    assert not list(tmp_path.glob("*.flac"))
