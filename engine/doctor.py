@@ -40,7 +40,7 @@ from engine import device as dev
 from engine.doctor_models import ModelProbe
 from engine.doctor_report import FAIL, PASS, WARN, DoctorReport, scrub
 from engine.errors import KhalaError
-from engine.events import CancelToken, Event, Stage
+from engine.events import CancelToken, Event, Outcome, Stage
 from engine.weights.folder import default_weights_dir, locate_weights, verify_steps
 
 GIB = 1024**3
@@ -155,14 +155,11 @@ def seatbelt_check() -> tuple[str, str]:
 def _weights(report: DoctorReport, folder: Path, quick: bool, cancel: CancelToken) -> Iterator[Event]:
     """Verify as ``khala weights verify`` (``--quick`` when ``quick``); returns the paths or None."""
     yield Stage("verify")
-    steps = verify_steps(folder, full=not quick)
-    while True:
+    steps = Outcome(verify_steps(folder, full=not quick))
+    for event in steps:
         cancel.check()
-        try:
-            yield next(steps)
-        except StopIteration as stop:
-            checked = stop.value
-            break
+        yield event
+    checked = steps.result
     if not checked.ok:
         problems = "; ".join(checked.problems[:4])
         report.add("weights", FAIL, scrub(f"{len(checked.problems)} problem(s): {problems}. "

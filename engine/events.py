@@ -130,13 +130,28 @@ class CancelToken:
             raise Cancelled()
 
 
+class Outcome:
+    """Iterate a stage generator's events; afterwards ``result`` holds what the stage returned::
+
+        stage = Outcome(superres_passes(...))
+        for event in stage:
+            ...            # act on each event as it passes
+        codes = stage.result
+    """
+
+    def __init__(self, stage: Iterator[Any]) -> None:
+        self._stage = stage
+        self.result: Any = None
+
+    def __iter__(self) -> Iterator[Any]:
+        self.result = yield from self._stage
+
+
 def drain(stage: Iterator[Any], on_event: Callable[[Any], None] | None = None) -> Any:
     """Run a stage generator to its end and return its result (for tests, benchmarks and tools that
     do not stream); ``on_event`` sees each event it yields."""
-    while True:
-        try:
-            event = next(stage)
-        except StopIteration as stop:
-            return stop.value
+    outcome = Outcome(stage)
+    for event in outcome:
         if on_event is not None:
             on_event(event)
+    return outcome.result

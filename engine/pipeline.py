@@ -42,7 +42,7 @@ import engine
 from engine import device as dev
 from engine.errors import KhalaError, NonFiniteError, RequestError
 from engine.events import (BACKBONE, DECODE, LOAD_BACKBONE, LOAD_DECODER, LOAD_SUPERRES, SUPERRES, CancelToken,
-                           Event, Log, Preview, Progress, Song, Stage)
+                           Event, Log, Outcome, Preview, Progress, Song, Stage)
 from engine.model.loader import load_transformer
 from engine.prompt.template import PromptPair, build_prompts
 from engine.prompt.tokenizer import Tokenizer
@@ -246,16 +246,12 @@ class Pipeline:
         start = time.perf_counter()
         preview = _Previewer(self._load("decoder"), preview_every, start) if preview_every else None
         with torch.inference_mode():
-            stage = run.steps(cancel)
-            while True:
-                try:
-                    event = next(stage)
-                except StopIteration as stop:
-                    results = stop.value
-                    break
+            stage = Outcome(run.steps(cancel))
+            for event in stage:
                 yield event
                 if preview is not None and isinstance(event, Progress):
                     yield from preview.maybe(run.coarse_so_far(0))
+        results = stage.result
         if preview is not None:
             yield from preview.final(results[0].coarse)
         elapsed = time.perf_counter() - start

@@ -33,7 +33,7 @@ from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, OfflineModeI
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
 from engine.errors import WeightsError
-from engine.events import VERIFY, CancelToken, DownloadProgress, drain
+from engine.events import VERIFY, CancelToken, DownloadProgress, Outcome, drain
 from engine.weights.folder import (PARTIAL_DIR, WeightPaths, check_file, check_tokenizer_json, default_weights_dir,
                                    digest_steps, file_digests, forget_file, is_recorded, locate_weights, read_record, record_file)
 from engine.weights.manifest import MANIFEST_PATH, TOKENIZER_FILE, WEIGHT_FILES, TokenizerSource, load_manifest
@@ -252,16 +252,12 @@ def _digest_problem(path: Path, rf: RemoteFile, net: _Net,
     size = path.stat().st_size
     hashed = 0
     tracker.file = rf.name
-    steps = digest_steps(path, git_sha1=bool(_SHA1.fullmatch(rf.etag)))
-    while True:
-        try:
-            n = next(steps)
-        except StopIteration as stop:
-            sha256, sha1 = stop.value
-            break
+    steps = Outcome(digest_steps(path, git_sha1=bool(_SHA1.fullmatch(rf.etag))))
+    for n in steps:
         net.check()
         hashed += n
         yield from tracker.emit(phase=VERIFY, file_done=hashed)
+    sha256, sha1 = steps.result
     if size != rf.size:
         return f"{size:,} bytes, the Hub says {rf.size:,}", sha256, sha1
     if _SHA256.fullmatch(rf.etag) and sha256 != rf.etag:

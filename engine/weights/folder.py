@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Generator, Iterable
 
 from engine.errors import PromptError, WeightsError
-from engine.events import VERIFY, Progress, drain
+from engine.events import VERIFY, Outcome, Progress, drain
 from engine.untrusted import (DECODER_CONFIG_BYTES, MEGATRON_ARGS_BYTES, RECORD_BYTES, TOKENIZER_JSON_BYTES, Refused,
                               load_json, load_yaml)
 from engine.weights.manifest import TOKENIZER_FILE, WEIGHT_FILES, download_size_text, load_manifest
@@ -247,14 +247,7 @@ def digest_steps(path: Path, *, git_sha1: bool = False) -> Generator[int, None, 
 def file_digests(path: Path, *, git_sha1: bool = False,
                  on_bytes: Callable[[int], None] | None = None) -> tuple[str, str | None]:
     """(sha256, git blob sha1 or None) of a file, read once; ``on_bytes(n)`` after each block."""
-    steps = digest_steps(path, git_sha1=git_sha1)
-    while True:
-        try:
-            n = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        if on_bytes is not None:
-            on_bytes(n)
+    return drain(digest_steps(path, git_sha1=git_sha1), on_bytes)
 
 
 def verify_steps(folder: Path | str | None = None, *,
@@ -289,14 +282,11 @@ def verify_steps(folder: Path | str | None = None, *,
             continue
         if not full:
             continue
-        steps = digest_steps(path, git_sha1=bool(entry.get("git_sha1")))
-        while True:
-            try:
-                done += next(steps)
-            except StopIteration as stop:
-                sha256, sha1 = stop.value
-                break
+        steps = Outcome(digest_steps(path, git_sha1=bool(entry.get("git_sha1"))))
+        for n in steps:
+            done += n
             yield Progress(VERIFY, done, total, name)
+        sha256, sha1 = steps.result
         report.hashed.append(name)
         want256, want1 = entry.get("sha256"), entry.get("git_sha1")
         if (want256 and sha256 != want256) or (want1 and sha1 != want1):
@@ -310,39 +300,6 @@ def verify_weights(folder: Path | str | None = None, *, full: bool = True,
     """``verify_steps`` run to its end; ``on_progress(file, bytes_hashed, bytes_total)`` follows the hashing."""
     report = None if on_progress is None else (lambda ev: on_progress(ev.detail, ev.done, ev.total))
     return drain(verify_steps(folder, full=full), report)
-    record = read_record(folder)
-    present = [n for n in ALL_FILES if (folder / n).is_file()]
-    report.problems += [f"{n}: missing" for n in ALL_FILES if n not in present]
-    total = sum((folder / n).stat().st_size for n in present if full and n in record["files"])
-    done = 0
-    for name in present:
-        path = folder / name
-        problem = _recorded_size_problem(folder, name, record) or check_file(path)
-        if not problem and name == TOKENIZER_FILE and full:
-            problem = check_tokenizer_json(path, full=True)
-        if problem:
-            report.problems.append(f"{name}: {problem}")
-            continue
-        entry = record["files"].get(name)
-        if not entry:
-            report.notes.append(f"{name}: not verified against the Hub yet (structure is fine)")
-            continue
-        if not full:
-            continue
-
-        def tick(n: int, name: str = name) -> None:
-            nonlocal done
-            done += n
-            if on_progress is not None:
-                on_progress(name, done, total)
-
-        sha256, sha1 = file_digests(path, git_sha1=bool(entry.get("git_sha1")), on_bytes=tick)
-        report.hashed.append(name)
-        want256, want1 = entry.get("sha256"), entry.get("git_sha1")
-        if (want256 and sha256 != want256) or (want1 and sha1 != want1):
-            report.problems.append(f"{name}: contents changed since download (hash mismatch); it will be fetched again")
-            forget_file(folder, name)
-    return report
 
 
 class WeightsStatus(str):

@@ -37,14 +37,13 @@ def test_download_cancel_resume_then_ready(qtbot, hub, settings, tmp_path, monke
     real = download.download_events
 
     def slow(folder, **kw):  # a slow network, so Cancel lands mid-file
-        inner = real(folder, **kw)
-        while True:
-            try:
-                event = next(inner)
-            except StopIteration as stop:
-                return stop.value
+        from engine.events import Outcome
+
+        inner = Outcome(real(folder, **kw))
+        for event in inner:
             time.sleep(0.01)
             yield event
+        return inner.result
 
     monkeypatch.setattr(download, "download_events", slow)
     w, _ = make_window(qtbot, settings, None, lambda folder: None)
