@@ -152,6 +152,8 @@ def _action(menu: QMenu, text: str, slot: Callable[[], object],
 def build_menus(w: MenuHost) -> None:
     bar = w.menuBar()
     file = bar.addMenu("&File")
+    _action(file, "Open Lyrics…", lambda: w.compose.open_lyrics_file(w), QKeySequence.StandardKey.Open)
+    file.addSeparator()
     export = file.addMenu("Export As")
     for fmt in ("wav", "flac", "mp3"):
         _action(export, f"{fmt.upper()}…", lambda f=fmt: _export(w, f))

@@ -102,3 +102,30 @@ def test_preview_out_holds_the_whole_rough_song_at_the_end(tiny_weights: Path, t
     assert rate == 44_100 and rough.shape == (sidecar["tokens"]["audio_frames"] * 2048, 2)
     assert np.isfinite(rough).all() and np.abs(rough).max() > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rough.wav", "s.wav", "s.wav.codes.npy", "s.wav.json"]
+
+
+def tokenizer_file() -> Path:
+    from engine.weights.download import local_tokenizer
+    path = local_tokenizer()
+    assert path is not None
+    return path
+
+
+def test_a_closed_pipe_is_a_quiet_exit(tmp_path: Path) -> None:
+    """`khala prompt … | head -c 1`: the reader has what it wanted; no traceback, nothing on stderr."""
+    reader = subprocess.Popen(["head", "-c", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    writer = subprocess.run(khala("prompt", "--tokenizer", str(tokenizer_file()), "--tags", "Pop " * 2000,
+                                  "--instrumental", "--duration", "2"), stdout=reader.stdin, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env=ENV, timeout=120)
+    reader.stdin.close()
+    assert reader.stdout.read() == b"{" and reader.wait(timeout=30) == 0
+    assert writer.returncode == 0 and writer.stderr == ""
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_device_is_one_error_line() -> None:
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(khala("prompt", "--tokenizer", str(tokenizer_file()), "--tags", "Pop", "--instrumental"),
+                              stdout=full, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr == "error: cannot write the output: No space left on device\n"

@@ -102,3 +102,17 @@ def test_handing_over_a_missing_or_damaged_file_is_refused_and_shown(qtbot, fake
         menus._export(w, "flac")  # refused before the save dialog would open
         assert w.status.property("level") == "error" and path.name in w.status.text()
     assert not list(tmp_path.glob("*.flac"))
+
+
+def test_file_menu_opens_lyrics_from_a_text_file(qtbot, fake_window, tmp_path, monkeypatch):
+    """File → Open Lyrics… loads the file's text with --lyrics-file's rules (backslash-n stays two characters)."""
+    from PySide6.QtWidgets import QFileDialog
+
+    path = tmp_path / "song.txt"
+    path.write_text("[Verse]\nline one \\n stays\n", encoding="utf-8")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
+    file_menu = fake_window.menuBar().actions()[0].menu()
+    action = next(a for a in file_menu.actions() if a.text() == "Open Lyrics…")
+    action.trigger()
+    assert fake_window.compose.lyrics.text() == "[Verse]\nline one \\n stays\n"
+    assert not fake_window.compose.instrumental
