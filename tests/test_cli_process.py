@@ -113,10 +113,12 @@ def tokenizer_file() -> Path:
 
 def test_a_closed_pipe_is_a_quiet_exit(tmp_path: Path) -> None:
     """`khala prompt … | head -c 1`: the reader has what it wanted; no traceback, nothing on stderr."""
+    lyrics = tmp_path / "long.txt"
+    lyrics.write_text("la la la la la\n" * 8000)  # the JSON is larger than a pipe's 64 kB buffer
     reader = subprocess.Popen(["head", "-c", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    writer = subprocess.run(khala("prompt", "--tokenizer", str(tokenizer_file()), "--tags", "Pop " * 2000,
-                                  "--instrumental", "--duration", "2"), stdout=reader.stdin, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT, env=ENV, timeout=120)
+    writer = subprocess.run(khala("prompt", "--tokenizer", str(tokenizer_file()), "--tags", "Pop",
+                                  "--lyrics-file", str(lyrics), "--duration", "2"), stdout=reader.stdin,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV, timeout=120)
     reader.stdin.close()
     assert reader.stdout.read() == b"{" and reader.wait(timeout=30) == 0
     assert writer.returncode == 0 and writer.stderr == ""
