@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def pick_weights_dir(cli: Path | None, settings: Settings) -> Path | None:
     """--weights, else the folder from settings, else the default folder if it holds the model."""
     if cli is not None:
-        return cli.expanduser()
+        return cli.expanduser().absolute()
     if settings.weights_dir is not None:
         return settings.weights_dir
     from engine.weights.folder import default_weights_dir, locate_weights

@@ -46,7 +46,11 @@ def default_songs_dir() -> Path:
 
 
 def check_writable_dir(folder: Path) -> str | None:
-    """None when ``folder`` can hold songs (created if missing), else a message for a person."""
+    """None when ``folder`` can hold songs (created if missing), else a message for a person.
+    A relative path is refused: it would put songs wherever the app happened to start."""
+    folder = Path(folder).expanduser()
+    if not folder.is_absolute():
+        return f"The songs folder must be a full path, such as {default_songs_dir()}; “{str(folder)[:200]}” is not."
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

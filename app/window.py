@@ -20,6 +20,7 @@ from app.menus import build_menus
 from app.player.bar import PlayerBar
 from app.player.player import Player
 from app.settings import Settings
+from app.startup import Startup
 from engine.request import SongRequest
 
 
@@ -116,8 +117,8 @@ class MainWindow(QMainWindow):
         c.notify.connect(self.notify)
         if settings.last_request is not None:
             self.compose.set_request(settings.last_request)
-        for problem in library.problems + library.check_files():
-            self.show_message(problem, "error")
+        # -- launch report + songs-folder reconcile (issue 16): settings reset, library problems, songs added back
+        self.startup = Startup(self)
         self.model.refresh()
 
     @property
