@@ -18,7 +18,7 @@ from PySide6.QtCore import QObject, Signal
 
 from app import memory_check, paths
 from app.jobs import Job
-from app.library.store import Library, record_from_song
+from app.library.store import Library, LibraryError, record_from_song
 from app.progress import ProgressTracker
 from app.settings import Settings
 from engine.errors import KhalaError
@@ -189,8 +189,13 @@ class GenerationController(QObject):
         elif isinstance(event, Log):
             self.log.emit(event.text)
         elif isinstance(event, SavedSong):
-            song_id = self.library.add(record_from_song(event.audio_path, event.sidecar_path, event.sidecar,
-                                                        event.audio))
+            try:
+                song_id = self.library.add(record_from_song(event.audio_path, event.sidecar_path, event.sidecar,
+                                                            event.audio))
+            except LibraryError as exc:  # the song is on disk; the next launch adds it back
+                self.message.emit(f"{event.audio_path.name} was saved, but the library could not list it: {exc}",
+                                  "error")
+                return
             self.song_added.emit(song_id)
             self.notify.emit("Song ready", f"“{event.sidecar.get('title', '')}” is in your library.")
 

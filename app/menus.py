@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QFileDialog, QInputDialog, QMenu, QMenuBar
 
 from app.jobs import Job
 from app.library.model import audio_problem
-from app.library.store import Library, SongRecord
+from app.library.store import Library, LibraryError, SongRecord
 
 
 class MenuHost(Protocol):
@@ -124,7 +124,10 @@ def rename(w: MenuHost) -> None:
         return
     title, ok = QInputDialog.getText(w, "Rename Song", "Title:", text=rec.title)
     if ok and title.strip():
-        w.library.rename(rec.id, title)
+        try:
+            w.library.rename(rec.id, title)
+        except LibraryError as exc:
+            w.show_message(f"Cannot rename “{rec.title}”: {exc}", "error")
         w.model.refresh()
 
 
@@ -136,7 +139,10 @@ def delete(w: MenuHost) -> None:
         if w.player.song_id == rec.id:
             w.player.stop()
             w.player.song_id = None
-        w.library.delete(rec.id)
+        try:
+            w.library.delete(rec.id)
+        except LibraryError as exc:
+            w.show_message(f"Cannot delete “{rec.title}”: {exc}", "error")
         w.model.refresh()
 
 

@@ -99,3 +99,19 @@ def test_engine_error_is_a_message_not_a_traceback(qtbot, fake_window):
     qtbot.waitUntil(lambda: fake_window.job is None, timeout=10_000)
     assert fake_window.status.text() == "khala_backbone.safetensors is truncated."
     assert "Traceback" not in fake_window.status.text()
+
+
+def test_a_library_that_fails_after_prepare_is_a_message_and_the_song_stays(qtbot, fake_window, monkeypatch):
+    from app.library.store import LibraryError
+
+    def broken(record):
+        raise LibraryError("the disk holding the library went read-only")
+
+    monkeypatch.setattr(fake_window.library, "add", broken)
+    fill_compose(fake_window)
+    fake_window.generate()
+    qtbot.waitUntil(lambda: fake_window.job is None, timeout=15_000)
+    assert "could not list it: the disk holding the library went read-only" in fake_window.status.text()
+    assert fake_window.status.property("level") == "error"
+    saved = list(fake_window.settings.songs_dir.glob("*.wav"))
+    assert len(saved) == 1 and saved[0].with_name(saved[0].name + ".json").is_file()  # relaunch adds it back
