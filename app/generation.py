@@ -118,6 +118,7 @@ class GenerationController(QObject):
         self.weights_dir = weights_dir
         self.job: Job | None = None
         self.tracker: ProgressTracker | None = None
+        self._job_problem = False  # the running job already reported a problem: no "Done" over it
 
     @property
     def busy(self) -> bool:
@@ -171,6 +172,7 @@ class GenerationController(QObject):
         self.job.failed.connect(lambda m: self.message.emit(m, "error"))
         self.job.cancelled.connect(lambda: self.message.emit("Cancelled. Nothing was kept from the unfinished song.", ""))
         self.job.finished.connect(self._on_finished)
+        self._job_problem = False
         self.busy_changed.emit(True)
         self.message.emit("Starting…", "")
         self.job.start()
@@ -193,6 +195,7 @@ class GenerationController(QObject):
                 song_id = self.library.add(record_from_song(event.audio_path, event.sidecar_path, event.sidecar,
                                                             event.audio))
             except LibraryError as exc:  # the song is on disk; the next launch adds it back
+                self._job_problem = True
                 self.message.emit(f"{event.audio_path.name} was saved, but the library could not list it: {exc}",
                                   "error")
                 return
@@ -202,5 +205,5 @@ class GenerationController(QObject):
     def _on_finished(self) -> None:
         job, self.job = self.job, None
         self.busy_changed.emit(False)
-        if job is not None and not job.token.cancelled and not job.failed_message:
+        if job is not None and not job.token.cancelled and not job.failed_message and not self._job_problem:
             self.message.emit("Done. Double-click a song to play it.", "")
