@@ -39,6 +39,7 @@ SIDECAR_SUFFIX = ".json"
 CODES_SUFFIX = ".codes.npy"
 NAME_MAX = 255  # bytes in one file name on APFS, HFS+, ext4
 STALE_AFTER_S = 24 * 3600  # a journal this old is stale even if its process id is alive again
+FRESH_S = 60.0  # an unreadable journal younger than this may still be being written
 CODES_DTYPE = np.int16  # codes are 0..1023
 _LEGACY_TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # the pre-journal writer's temporary files
 _OUR_TEMP = re.compile(r"^\.khala-(?:(\d+)-[0-9a-f]{8}|[0-9a-f]{16}\.\w+)\.tmp$")
@@ -176,19 +177,41 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _claim(audio: Path) -> bool:
-    """Create the journal exclusively (state "writing"); False if another writer holds the name."""
+    """Create the journal (state "writing") exclusively and whole: its content is written to a temporary
+    file first and then linked into place, so another writer never reads a half-written claim. False
+    if another live writer holds the name."""
     path = journal_path(audio)
+    content = json.dumps({"state": "writing", "owner": _owner(), "audio": audio.name}).encode()
+    staged = write_temp(audio.parent, content)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        os.link(staged, path)
+        return True
     except FileExistsError:
-        journal = _read_journal(path)
-        if journal is not None and _alive(journal.get("owner", {})):
-            return False
-        _recover_journal(path, journal)
-        return _claim(audio) if not path.exists() else False
-    with os.fdopen(fd, "w") as f:
-        json.dump({"state": "writing", "owner": _owner(), "audio": audio.name}, f)
-    return True
+        pass
+    except OSError:  # no hard links on this file system (exFAT, some network shares): exclusive create
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "wb") as f:
+                f.write(content)
+            return True
+    finally:
+        staged.unlink(missing_ok=True)
+    journal = _read_journal(path)
+    if _in_use(path, journal):
+        return False
+    _recover_journal(path, journal)
+    return _claim(audio) if not path.exists() else False
+
+
+def _in_use(path: Path, journal: dict[str, Any] | None) -> bool:
+    """A journal whose writer may still be at work: its process is alive, or it cannot be read yet
+    and is fresh (being written through the exclusive-create fallback)."""
+    if journal is None:
+        return time.time() - _mtime(path) < FRESH_S
+    return _alive(journal.get("owner", {}))
 
 
 def _taken(audio: Path) -> bool:
@@ -324,7 +347,7 @@ def recover(folder: Path | str) -> Recovery:
         if name.startswith(TEMP_PREFIX) and name.endswith(".save"):
             path = folder / name
             journal = _read_journal(path)
-            if journal is not None and _alive(journal.get("owner", {})):
+            if _in_use(path, journal):
                 continue
             done = _recover_journal(path, journal)
             (report.completed if done else report.removed).append(done or path)

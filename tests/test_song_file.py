@@ -118,22 +118,26 @@ def test_taking_a_free_name_never_overwrites(tmp_path: Path) -> None:
     assert load_codes(read_song(first.audio_path)).shape == (64, 3)
 
 
-def test_two_saves_at_one_instant_get_two_names(tmp_path: Path) -> None:
-    results: list[Path] = []
-    barrier = threading.Barrier(4)
+def test_saves_at_one_instant_get_their_own_names(tmp_path: Path) -> None:
+    """Eight writers racing for one name, five times over: every song is whole, under its own name."""
+    for round_ in range(5):
+        folder = tmp_path / f"r{round_}"
+        folder.mkdir()
+        results: list[Path] = []
+        barrier = threading.Barrier(8)
 
-    def save(frames: int) -> None:
-        barrier.wait()
-        results.append(write_song(song(frames), tmp_path / "same.wav", overwrite=False).audio_path)
+        def save(frames: int) -> None:
+            barrier.wait()
+            results.append(write_song(song(frames), folder / "same.wav", overwrite=False).audio_path)
 
-    threads = [threading.Thread(target=save, args=(n,)) for n in (2, 3, 4, 5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(set(results)) == 4
-    assert sorted(load_codes(read_song(p)).shape[1] for p in results) == [2, 3, 4, 5]
-    assert not [n for n in listing(tmp_path) if n.startswith(".")]
+        threads = [threading.Thread(target=save, args=(n,)) for n in range(2, 10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(set(results)) == 8
+        assert sorted(load_codes(read_song(p)).shape[1] for p in results) == list(range(2, 10))
+        assert not [n for n in listing(folder) if n.startswith(".")]
 
 
 # A save killed with SIGKILL-like os._exit after its k-th file-system step: the next start's
@@ -162,7 +166,7 @@ sfm.write_song(Song(np.full((2, 4096), 0.1, np.float32), 44100, np.zeros((64, 2)
 @pytest.mark.parametrize("overwrite", [True, False])
 def test_a_kill_at_any_step_leaves_nothing_or_the_whole_song(tmp_path: Path, overwrite: bool) -> None:
     outcomes = set()
-    for k in range(0, 9):  # 3 temp files, the commit record, its rename, 3 renames: 8 steps
+    for k in range(0, 10):  # the claim, 3 temp files, the commit record, its rename, 3 renames: 9 steps
         folder = tmp_path / f"k{k}"
         folder.mkdir()
         if overwrite:

@@ -266,7 +266,7 @@ def test_client_drives_a_dispatcher_that_forwards_to_our_worker(pipeline: Pipeli
     """RemotePipeline → stand-in dispatcher (worker protocol) → khala worker → the tiny model."""
     request = SongRequest(tags="Pop, Piano", lyrics="[Verse]\nla la", minutes=1, variations=2)
     with serving(pipeline) as h, FakeDispatcher(workers=[h.url]) as d:
-        events = list(RemotePipeline(d.url, poll_s=0.01, timeout_s=10).generate(request))
+        events = list(RemotePipeline(d.url, poll_s=0.01, timeout_s=60).generate(request))  # a loaded CI machine
         stages = [e.name for e in events if isinstance(e, Stage)]
         leftover = list(h.worker.files.dir.iterdir())
     songs = [e for e in events if isinstance(e, Song)]
