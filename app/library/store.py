@@ -125,6 +125,11 @@ class Library:
             raise
         return conn
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The open database (app.library.queue_store keeps its ``queue`` table in the same file)."""
+        return self._conn
+
     def save_problem(self) -> str | None:
         """Why a new song could not be recorded right now (read-only or locked database), else None."""
         try:
