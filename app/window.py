@@ -246,6 +246,8 @@ class MainWindow(QMainWindow):
         c.preview.connect(self._on_preview)
         c.preview_complete.connect(self._on_preview_complete)
         rows.play_preview.connect(self.play_preview)
+        self.player.state_changed.connect(
+            lambda playing: rows.on_preview_playing(self.player.live_key if playing else None))
         rows.cancel.connect(lambda _id: self.cancel_generation())
         rows.remove.connect(c.remove)
         rows.run.connect(c.run_held)
@@ -269,9 +271,12 @@ class MainWindow(QMainWindow):
             self.player.end_live()
 
     def play_preview(self, item_id: int) -> None:
-        """Play the running song's rough preview from its start; it keeps growing while it plays."""
+        """Play (or pause) the running song's rough preview, from its start; it keeps growing while it plays."""
         preview, item = self.controller.last_preview, self.controller.current
         if preview is None or item is None or item.id != item_id:
+            return
+        if self.player.live_key == item_id and self.player.playing:
+            self.player.pause()
             return
         if self.player.live_key != item_id:
             self.player.load_live(preview.audio.T, preview.sample_rate, item_id)
@@ -326,7 +331,8 @@ class MainWindow(QMainWindow):
             what = "A song is being made" if self.busy else "Songs are waiting"
             more = f" and {waiting} more are waiting" if self.busy and waiting > 1 else (
                 " and 1 more is waiting" if self.busy and waiting else "")
-            if not self.ask("Quit Khala?", f"{what}{more}. Quit anyway? They will be offered again "
+            they = "They" if waiting else "It"
+            if not self.ask("Quit Khala?", f"{what}{more}. Quit anyway? {they} will be offered again "
                                            "(Run or Discard) when Khala starts."):
                 return False
             job = self.job

@@ -87,15 +87,15 @@ class QueueStore:
 
     def __init__(self, library: Any) -> None:
         self.library = library
-        self._ready = False
+        self._schema_on: sqlite3.Connection | None = None
 
     @property
     def _conn(self) -> sqlite3.Connection:
-        conn = self.library.connection  # looked up each time: the library may reopen its file
-        if not self._ready:
+        conn = self.library.connection  # looked up each time: the library may reopen (or rebuild) its file
+        if conn is not self._schema_on:
             with conn:
                 conn.execute(SCHEMA)
-            self._ready = True
+            self._schema_on = conn
         return conn
 
     def add(self, request: SongRequest, continuation: Continuation | None = None, state: str = QUEUED) -> QueuedSong:

@@ -5,11 +5,11 @@ list row by ``QueueRows``; the list's delegate paints nothing there."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QListView, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QListView, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from app.library.model import LibraryModel
-from app.library.queue_store import HELD, QUEUED, RUNNING, QueuedSong
+from app.library.queue_store import QUEUED, RUNNING, QueuedSong
 
 ROUGH_TIP = ("A rough preview of the song so far, from the model's first two codebooks only; "
              "the finished song sounds fuller. It grows while the song is written.")
@@ -31,8 +31,11 @@ class QueueRow(QWidget):
     def __init__(self, item: QueuedSong, place: int, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("queueRow")
-        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
-        self.setProperty("state", item.state)
+        card = QFrame(self, objectName="queueCard")  # inset like a song row's highlight
+        card.setProperty("state", item.state)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(6, 3, 6, 3)
+        outer.addWidget(card)
         self.item = item
         self.title = QLabel(item.title, objectName="queueTitle")
         self.title.setToolTip(item.title)
@@ -44,8 +47,8 @@ class QueueRow(QWidget):
         text.addWidget(self.title)
         text.addWidget(self.status)
         text.addWidget(self.progress)
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(16, 6, 12, 6)
+        lay = QHBoxLayout(card)
+        lay.setContentsMargins(10, 4, 8, 4)
         lay.addLayout(text, 1)
         self.buttons: dict[str, QPushButton] = {}
         if item.state == RUNNING:
@@ -76,6 +79,11 @@ class QueueRow(QWidget):
         self.progress.setValue(percent)
         self.status.setText(text)
 
+    def set_preview_playing(self, playing: bool) -> None:
+        button = self.buttons.get("preview")
+        if button is not None:
+            button.setText("❚❚ Rough Preview" if playing else "▶ Rough Preview")
+
     def set_preview_ready(self, seconds: float) -> None:
         button = self.buttons.get("preview")
         if button is not None:
@@ -98,6 +106,7 @@ class QueueRows(QObject):
         self.rows: dict[int, QueueRow] = {}
         self._progress: tuple[int, str] | None = None
         self._preview_s: float | None = None
+        self._playing: int | None = None  # queue id whose preview plays
         model.modelReset.connect(self.rebuild)
         self.rebuild()
 
@@ -117,6 +126,7 @@ class QueueRows(QObject):
                     widget.set_progress(*self._progress)
                 if self._preview_s is not None:
                     widget.set_preview_ready(self._preview_s)
+                widget.set_preview_playing(self._playing == item.id)
 
     def running(self) -> QueueRow | None:
         return next((w for w in self.rows.values() if w.item.state == RUNNING), None)
@@ -130,12 +140,13 @@ class QueueRows(QObject):
         if row is not None:
             row.set_progress(percent, text)
 
+    def on_preview_playing(self, item_id: int | None) -> None:
+        self._playing = item_id
+        for key, row in self.rows.items():
+            row.set_preview_playing(key == item_id)
+
     def on_preview(self, item_id: int, seconds: float) -> None:
         self._preview_s = seconds
         row = self.rows.get(item_id)
         if row is not None:
             row.set_preview_ready(seconds)
-
-
-def held(items: list[QueuedSong]) -> int:
-    return sum(item.state == HELD for item in items)

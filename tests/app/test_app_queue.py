@@ -227,3 +227,54 @@ def test_the_running_row_plays_the_growing_rough_preview(qtbot, fake_window, hel
     assert p.position >= 0.2 and w.player_bar.slider.maximum() == int(p.duration * 10)
     assert w.pipelines[0].options[0]["preview_every"] == 10.0
     p.stop()
+
+
+def test_the_fake_pipeline_sends_previews_as_the_real_one_does(tiny_weights, single_torch_thread):
+    """The stand-in above is tied to engine.pipeline: with preview_every, both send Preview events of the
+    same form (a read-only float32 [2, frames·2048] view whose .T is contiguous), the last one the whole
+    rough song, and the same timing keys in the song's metadata."""
+    from conftest import FakePipeline
+    from engine.events import CancelToken, Preview, Song
+    from engine.pipeline import Pipeline
+    from engine.request import SongRequest
+
+    request = SongRequest(tags="Pop", instrumental=True, minutes=1, seed=5, max_tokens=200)
+    kinds, songs, previews = {}, {}, {}
+    for name, pipeline in (("real", Pipeline(tiny_weights, device="cpu")), ("fake", FakePipeline(tiny_weights))):
+        events = list(pipeline.generate(request, CancelToken(), preview_every=0.5))
+        kinds[name] = {type(e).__name__ for e in events}
+        songs[name] = next(e for e in events if isinstance(e, Song))
+        previews[name] = [e for e in events if isinstance(e, Preview)]
+    assert kinds["real"] == kinds["fake"] and "Preview" in kinds["real"]
+    assert songs["real"].metadata["timings_s"].keys() == songs["fake"].metadata["timings_s"].keys()
+    for name, shown in previews.items():
+        last = shown[-1]
+        assert last.audio.dtype == np.float32 and last.audio.shape == (2, last.frames * 2048), name
+        assert not last.audio.flags.writeable and last.audio.T.flags.c_contiguous, name
+    for name in ("real", "fake"):
+        assert previews[name][-1].frames == songs[name].codes.shape[1], name
+
+
+def test_the_store_keeps_a_continuation_and_drops_a_damaged_row(tmp_path):
+    from app.library.queue_store import HELD, QueueStore
+    from app.library.store import Library
+    from engine.request import Continuation, SongRequest
+
+    library = Library(tmp_path / "library.sqlite3")
+    store = QueueStore(library)
+    codes = np.random.default_rng(0).integers(0, 1024, (64, 50))
+    first = store.add(SongRequest(tags="Pop"), Continuation(codes, 30, "/songs/a.wav"))
+    second = store.add(SongRequest(tags="Rock", minutes=3))
+    with library.connection:
+        library.connection.execute("INSERT INTO queue (position, request_json, created_at) VALUES (9, '[1', 'x')")
+    store.hold_all("from last time")
+    items, problems = store.load()
+    assert [i.id for i in items] == [first.id, second.id] and all(i.state == HELD for i in items)
+    kept = items[0].continuation
+    assert kept is not None and kept.cut_frame == 30 and kept.parent == "/songs/a.wav"
+    np.testing.assert_array_equal(kept.codes, codes)
+    assert items[0].title == "Pop — from a point" and items[1].request.minutes == 3
+    assert len(problems) == 1 and "dropped" in problems[0]
+    again, problems = store.load()
+    assert [i.id for i in again] == [first.id, second.id] and problems == []  # the damaged row is gone for good
+    library.close()
