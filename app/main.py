@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     if window.weights_dir is None:
         window.open_first_launch()
-    app.aboutToQuit.connect(lambda: window.job and window.job.cancel())
+    app.aboutToQuit.connect(window.controller.shutdown)  # cancels the song, keeps the queue for next time
     app._sigterm = quit_on_sigterm(window)  # noqa: SLF001 - kept alive with the app
     return app.exec()
 

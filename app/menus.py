@@ -113,7 +113,7 @@ def reveal(w: MenuHost) -> None:
 
 def use_settings(w: MenuHost) -> None:
     rec = w.selected_record()
-    if rec is not None and not w.busy:
+    if rec is not None:  # the compose panel stays usable while songs are made (the queue)
         w.compose.set_request(rec.song_request())
         w.show_message(f"Settings of “{rec.title}” loaded (seed {rec.seed}).")
 

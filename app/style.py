@@ -36,6 +36,9 @@ QProgressBar#progressBar {{ border: none; background: #e4e4e8; border-radius: 3p
 QProgressBar#progressBar::chunk {{ background: {ACCENT}; border-radius: 3px; }}
 QWidget#playerBar {{ border-top: 1px solid #d6d6da; }}
 QListView#libraryList {{ border: none; background: palette(base); }}
+QFrame#queueCard {{ background: #f2f6fd; border: 1px solid #dde7f7; border-radius: 8px; }}
+QFrame#queueCard[state="held"] {{ background: #fdf6ec; border-color: #f1dfc2; }}
+QLabel#queueTitle {{ font-weight: 600; }}
 QPlainTextEdit, QLineEdit {{
     border: 1px solid #c8c8cc; border-radius: 6px; padding: 3px; background: palette(base);
 }}

@@ -1,4 +1,5 @@
-"""The menu-bar icon: quick generate, recent songs, open window, quit — works with the window closed."""
+"""The menu-bar icon: quick generate (into the window's queue), recent songs, open window, quit — works
+with the window closed."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ class TrayHost(Protocol):
     song_added: SignalInstance
     busy_changed: SignalInstance
 
+    @property
+    def busy(self) -> bool: ...
     def start_generation(self, request: SongRequest, check_memory: bool = True) -> bool: ...
     def play_row(self, row: int) -> None: ...
     def request_quit(self) -> bool: ...
@@ -96,7 +99,6 @@ class Tray:
         self.icon.activated.connect(self._activated)
         self.menu.aboutToShow.connect(self.refresh_recent)
         window.song_added.connect(lambda _id: self.refresh_recent())
-        window.busy_changed.connect(lambda busy: self.quick_action.setEnabled(not busy))
         window.tray = self
         self.dialog: QuickGenerateDialog | None = None
         self.refresh_recent()
@@ -140,8 +142,10 @@ class Tray:
         request = self.dialog.request()
         if not request.instrumental:
             request = SongRequest(**{**request.to_dict(), "lyrics": self.window.compose.lyrics.text()})
+        queued = self.window.busy  # the same queue as the window's Generate
         if self.window.start_generation(request):
-            self.notify("Making a song", f"“{request.tags}” — you'll be told when it is ready.")
+            self.notify("Added to the queue" if queued else "Making a song",
+                        f"“{request.tags}” — you'll be told when it is ready.")
         else:
             self.notify("Khala", self.window.status.text())
             self.open_window()

@@ -14,6 +14,7 @@ from app.footer import GenerationFooter
 from app.generation import GenerationController, PipelineProvider
 from app.jobs import Job
 from app.library.model import LibraryModel
+from app.library.queue_view import QueueRows
 from app.library.store import Library
 from app.library.view import LibraryView
 from app.menus import build_menus
@@ -73,6 +74,7 @@ class MainWindow(QMainWindow):
         self.list = LibraryView()
         self.list.setModel(self.model)
         self.list.doubleClicked.connect(lambda index: self.play_row(index.row()))
+        self.queue_rows = QueueRows(self.list, self.model)
         right = QWidget()
         right_lay = QVBoxLayout(right)
         right_lay.setContentsMargins(12, 12, 12, 0)
@@ -115,11 +117,19 @@ class MainWindow(QMainWindow):
         c.log.connect(self.status.setToolTip)
         c.memory_warning.connect(self.confirm_memory)
         c.notify.connect(self.notify)
+        self._wire_queue()
         if settings.last_request is not None:
             self.compose.set_request(settings.last_request)
         # -- launch report + songs-folder reconcile (issue 16): settings reset, library problems, songs added back
         self.startup = Startup(self)
         self.model.refresh()
+        self._on_queue_changed()
+        for problem in c.problems:
+            self.show_message(problem, "warn")
+        if c.restored:
+            n = c.restored
+            self.show_message(f"{n} song{'s were' if n > 1 else ' was'} waiting when Khala last quit: "
+                              "Run or Discard at the top of the library.", "warn")
 
     @property
     def weights_dir(self) -> Path | None:
@@ -177,8 +187,7 @@ class MainWindow(QMainWindow):
 
     # -- generation (the controller does the work) -----------------------------------------
     def generate(self) -> None:
-        if self.busy:
-            return
+        """Compose panel → the queue (it starts at once when nothing else is being made)."""
         request, problem = self.compose.validated_request()
         if request is None:
             self.show_message(problem, "error")
@@ -189,6 +198,8 @@ class MainWindow(QMainWindow):
         return self.controller.submit(request, check_memory)
 
     def cancel_generation(self) -> None:
+        """The footer's Cancel (and Esc, and a running row's Cancel): stop the song being made; the
+        next one in the queue starts."""
         if self.controller.job is not None:
             self.cancel_button.setEnabled(False)
             self.controller.cancel()
@@ -219,12 +230,61 @@ class MainWindow(QMainWindow):
         box.show()
 
     def _set_busy(self, busy: bool) -> None:
-        self.generate_button.setEnabled(not busy)
+        """A song started (True, once per song) or the queue has nothing running (False). The compose
+        panel and Generate stay usable: Generate then adds to the queue."""
+        self.generate_button.setText("Add to Queue" if busy else "Generate")
         self.cancel_button.setEnabled(busy)
-        self.compose.setEnabled(not busy)
         self.progress.setVisible(busy)
         self.progress.setValue(0)
+        if busy:
+            self.queue_rows.on_started()
         self.busy_changed.emit(busy)
+
+    # -- the queue and the rough preview ---------------------------------------------------
+    def _wire_queue(self) -> None:
+        c, rows = self.controller, self.queue_rows
+        c.queue_changed.connect(self._on_queue_changed)
+        c.progress.connect(rows.on_progress)
+        c.preview.connect(self._on_preview)
+        c.preview_complete.connect(self._on_preview_complete)
+        rows.play_preview.connect(self.play_preview)
+        self.player.state_changed.connect(
+            lambda playing: rows.on_preview_playing(self.player.live_key if playing else None))
+        rows.cancel.connect(lambda _id: self.cancel_generation())
+        rows.remove.connect(c.remove)
+        rows.run.connect(c.run_held)
+
+    def _on_queue_changed(self) -> None:
+        """Queue rows rebuilt; the selected song stays selected."""
+        rec = self.selected_record()
+        self.model.set_queue(self.controller.items())
+        if rec is not None and self.model.row_of(rec.id) >= 0:
+            self.list.setCurrentIndex(self.model.index(self.model.row_of(rec.id)))
+
+    def _on_preview(self, item_id: int, preview) -> None:
+        """A longer rough preview of the running song: the player follows it if it plays it (a view of the
+        engine's buffer is handed over, never a copy)."""
+        self.queue_rows.on_preview(item_id, preview.audio.shape[-1] / preview.sample_rate)
+        if self.player.live_key == item_id:
+            self.player.extend_live(preview.audio.T)
+
+    def _on_preview_complete(self, item_id: int) -> None:
+        if self.player.live_key == item_id:
+            self.player.end_live()
+
+    def play_preview(self, item_id: int) -> None:
+        """Play (or pause) the running song's rough preview, from its start; it keeps growing while it plays."""
+        preview, item = self.controller.last_preview, self.controller.current
+        if preview is None or item is None or item.id != item_id:
+            return
+        if self.player.live_key == item_id and self.player.playing:
+            self.player.pause()
+            return
+        if self.player.live_key != item_id:
+            self.player.load_live(preview.audio.T, preview.sample_rate, item_id)
+            self.player_bar.set_song(f"Rough preview · {item.title}")
+            self.list.delegate.playing_id = None
+        self.player.play()
 
     def _on_progress(self, percent: int, text: str) -> None:
         self.progress.setValue(percent)
@@ -268,17 +328,23 @@ class MainWindow(QMainWindow):
 
     # -- quitting ----------------------------------------------------------------------
     def request_quit(self, ask: bool = True) -> bool:
-        """Quit; a song being made is cancelled first (after asking, unless ``ask`` is False:
-        SIGTERM is a cancel, never a question)."""
-        if self.busy:
-            if ask and not self.ask("Quit Khala?", "A song is being made. Quit and cancel it?"):
+        """Quit; a song being made is cancelled first and waiting songs are kept for the next start
+        (after asking, unless ``ask`` is False: SIGTERM is a cancel, never a question)."""
+        waiting = self.controller.waiting()
+        if self.busy or waiting:
+            what = "A song is being made" if self.busy else "Songs are waiting"
+            more = f" and {waiting} more are waiting" if self.busy and waiting > 1 else (
+                " and 1 more is waiting" if self.busy and waiting else "")
+            they = "They" if waiting else "It"
+            if ask and not self.ask("Quit Khala?", f"{what}{more}. Quit anyway? {they} will be offered again "
+                                                   "(Run or Discard) when Khala starts."):
                 return False
             job = self.job
-            loop = QEventLoop()
-            job.finished.connect(loop.quit)
-            self.cancel_generation()
-            QTimer.singleShot(60_000, loop.quit)
-            if job.running:
+            self.controller.shutdown()
+            if job is not None and job.running:
+                loop = QEventLoop()
+                job.finished.connect(loop.quit)
+                QTimer.singleShot(60_000, loop.quit)
                 loop.exec()
         self.quitting = True
         self.player.stop()

@@ -7,7 +7,9 @@ Event order (engine.events):
     Stage(load_backbone)                   the backbone (and the decoder, when previews are on)
     Stage(backbone)                        every variation at once, as one batch
       Progress(backbone, tokens, ~total)*  after every 8 tokens; total is the expected length
-      Preview*                             float32 [2, frames·2048], variation 0, when asked for
+      Preview*                             when ``preview_every`` is given: variation 0's rough song so far,
+                                           float32 [2, frames·2048] (engine.stages.preview); the last
+                                           one, after the last token, is the whole rough song
     Stage(load_superres)
     Stage(superres, i), Progress(superres, pass, 62)*     for each variation i
     Stage(load_decoder)
@@ -21,6 +23,9 @@ Errors: RequestError (the request or continuation; raised before any model loads
 WeightsError / ConfigError (the weights folder), PromptError (the tokenizer), KhalaError (a
 stage stayed non-finite in the safe dtype, or made no audio), Cancelled (``cancel``). Nothing
 is written here: consumers write each Song with engine.song_file.write_song.
+
+Previews take at most engine.stages.preview.PREVIEW_BUDGET of the backbone's time while it writes; what that held
+back is decoded after the last token and timed as ``timings_s.preview_final``.
 
 Stages run model-major, so each model is loaded once and, unless ``keep_loaded``, freed before
 the next one is loaded: one 1.6 B model resident at a time.
@@ -42,20 +47,21 @@ import engine
 from engine import device as dev
 from engine.errors import KhalaError, NonFiniteError, RequestError
 from engine.events import (BACKBONE, DECODE, LOAD_BACKBONE, LOAD_DECODER, LOAD_SUPERRES, SUPERRES, CancelToken,
-                           Event, Log, Outcome, Preview, Progress, Song, Stage)
+                           Event, Log, Outcome, Progress, Song, Stage)
 from engine.model.loader import load_transformer
 from engine.prompt.template import PromptPair, build_prompts
 from engine.prompt.tokenizer import Tokenizer
 from engine.request import SAMPLE_RATE, SAMPLES_PER_FRAME, UPSTREAM_TOKEN_CAP, Continuation, SongRequest, expected_tokens
 from engine.stages.backbone import BackboneResult, BackboneRun
-from engine.stages.codec import decode_chunks, decode_coarse, load_decoder
+from engine.stages.codec import decode_chunks, load_decoder
+from engine.stages.preview import Previewer
 from engine.stages.superres import superres_passes
 from engine.weights.folder import WeightPaths, locate_weights
 from engine.weights.preflight import check_model_files
 
 FRAMES_PER_SECOND = SAMPLE_RATE / SAMPLES_PER_FRAME
 OVERFLOW_PEAK = 16.0  # decoded audio this far above full scale is numeric overflow, not music
-PREVIEW_BUDGET = 0.15  # previews may take at most this share of the backbone stage's time
+PREVIEW_FINAL = "preview_final"  # timings key: decoding what the preview budget held back, after the last token
 
 
 def resolve_seed(request: SongRequest) -> int:
@@ -242,23 +248,32 @@ class Pipeline:
         run = BackboneRun(model, plan.prompts.backbone_ids, generators=[self._generator(r.seed) for r in runs],
                           max_new_tokens=plan.max_new, temperature=request.temperature, top_k=request.top_k,
                           prefix=prefix, progress_total=plan.estimate)
+        preview = None
+        if preview_every:
+            preview = Previewer(self._load("decoder"), preview_every,
+                                capacity_frames=plan.prefix_frames + plan.estimate // 2 + 1)
+            yield from preview.warm_up()
         yield Stage(BACKBONE)
         start = time.perf_counter()
-        preview = _Previewer(self._load("decoder"), preview_every, start) if preview_every else None
+        if preview is not None:
+            preview.start()
         with torch.inference_mode():
             stage = Outcome(run.steps(cancel))
             for event in stage:
                 yield event
                 if preview is not None and isinstance(event, Progress):
-                    yield from preview.maybe(run.coarse_so_far(0))
+                    yield from preview.maybe(plan.prefix_frames + (event.done + 1) // 2,
+                                             lambda: run.coarse_so_far(0), cancel)
         results = stage.result
-        if preview is not None:
-            yield from preview.final(results[0].coarse)
         elapsed = time.perf_counter() - start
+        if preview is not None:
+            yield from preview.final(results[0].coarse, cancel)
         for r, result in zip(runs, results):
             if result.coarse.shape[0] <= plan.prefix_frames:
                 raise KhalaError("The model ended the song before making any new audio. Try another seed.")
             r.backbone, r.timings[BACKBONE] = result, elapsed
+            if preview is not None:
+                r.timings[PREVIEW_FINAL] = time.perf_counter() - start - elapsed
             if result.dropped:
                 yield Log(f"Dropped {result.dropped} stray token(s) at the end of variation {r.index + 1}.")
 
@@ -317,33 +332,3 @@ class Pipeline:
 
 def _dtype_of(model: Any) -> torch.dtype:
     return model.codebooks.dtype if hasattr(model, "codebooks") else model.lm_head.weight.dtype
-
-
-class _Previewer:
-    """Rough previews during the backbone (SPEC §12): decode the coarse codes of the frames written
-    since the last preview, at most every ``every`` seconds of new audio and within
-    PREVIEW_BUDGET of the stage's time so far; always once more at the end."""
-
-    def __init__(self, decoder: Any, every: float, started: float) -> None:
-        self.decoder, self.every, self.started = decoder, every, started
-        self.pieces: list[np.ndarray] = []
-        self.frames = 0
-        self.spent = 0.0
-
-    def maybe(self, coarse: torch.Tensor) -> Iterator[Preview]:
-        new = coarse.shape[0] - self.frames
-        elapsed = time.perf_counter() - self.started
-        if new >= self.every * FRAMES_PER_SECOND and self.spent <= PREVIEW_BUDGET * elapsed:
-            yield self._extend(coarse)
-
-    def final(self, coarse: torch.Tensor) -> Iterator[Preview]:
-        if coarse.shape[0] > self.frames:
-            yield self._extend(coarse)
-
-    def _extend(self, coarse: torch.Tensor) -> Preview:
-        t0 = time.perf_counter()
-        piece = decode_coarse(self.decoder, coarse, start=self.frames)
-        self.pieces.append(piece.numpy())
-        self.frames = coarse.shape[0]
-        self.spent += time.perf_counter() - t0
-        return Preview(np.concatenate(self.pieces, axis=-1), SAMPLE_RATE, self.frames)

@@ -1,5 +1,6 @@
 """Screenshots of the real app: the README's four (empty, composing, generating, library)
-plus first launch, quick generate, settings, an error and the smallest window.
+plus first launch, quick generate, settings, an error, the smallest window, the queue and a
+rough preview playing (audio goes to a file-backed ALSA device, as in the app tests).
 
 Run under X (the script re-runs itself under xvfb-run when there is no display):
     python scripts/screenshots.py [--out docs]
@@ -50,8 +51,8 @@ class Throttle:
         inner, throttle = self.factory(folder), self
 
         class Slow:
-            def generate(self, request, cancel):
-                for event in inner.generate(request, cancel):
+            def generate(self, request, cancel, **options):
+                for event in inner.generate(request, cancel, **options):
                     time.sleep(throttle.delay)
                     yield event
                     if throttle.hold_at is not None and throttle.hold_at(event):
@@ -80,6 +81,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="khala-shots-"))
     os.environ["KHALA_APP_DATA"] = str(work / "appdata")
+    file_sound_card(work)
     from PySide6.QtWidgets import QApplication
 
     from app.generation import PipelineProvider, real_pipeline_factory
@@ -152,6 +154,7 @@ def main() -> int:
     window.player.seek(window.player.duration * 0.4)
     window.show_message("Done. Double-click a song to play it.")
     shot("library")
+    queue_shots(window, tray, throttle, shot, pump)
 
     panel.picker.set_tags([])
     window.generate()
@@ -161,6 +164,67 @@ def main() -> int:
     window.close()
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def file_sound_card(work: Path) -> None:
+    """A default ALSA device that writes to a file, so the player really plays under Xvfb."""
+    if os.environ.get("ALSA_CONFIG_PATH"):
+        return
+    conf = work / "asound.conf"
+    conf.write_text('</usr/share/alsa/alsa.conf>\npcm.!default {\n  type file\n  slave.pcm "null"\n'
+                    f'  file "{work / "out.raw"}"\n  format "raw"\n}}\n')
+    os.environ["ALSA_CONFIG_PATH"] = str(conf)
+
+
+def real_time(player) -> Callable:
+    """The file-backed ALSA device takes audio as fast as it comes; a sound card takes it in real time.
+    Pace the player's callback like one, so a screenshot finds it mid-song. Returns the original."""
+    original = player._callback
+
+    def paced(outdata, frames, time_info, status):
+        time.sleep(frames / player._rate)
+        original(outdata, frames, time_info, status)
+
+    player._callback = paced
+    return original
+
+
+def queue_shots(window, tray, throttle: Throttle, shot, pump) -> None:
+    """A song being written (held at its first rough preview) with two more queued behind it, one of
+    them from the tray's Quick Generate; then its rough preview playing."""
+    from engine.events import Preview
+
+    panel = window.compose
+    panel.picker.set_tags(["Dream Pop", "Female Vocals", "Reverb"])
+    panel.advanced.fixed_seed.setChecked(True)
+    panel.advanced.seed.setValue(4)  # the tiny checkpoint writes all 900 tokens with it: a 10 s preview comes
+    throttle.delay = 0.03
+    throttle.held.clear()
+    throttle.resume.clear()
+    throttle.hold_at = lambda ev: isinstance(ev, Preview)
+    window.generate()
+    deadline = time.time() + 120
+    while window.job is not None and time.time() < deadline and not throttle.held.is_set():
+        pump(0.05)
+    panel.advanced.fixed_seed.setChecked(False)
+    panel.picker.set_tags(["Jazz", "Upright Bass", "Brushes"])
+    window.generate()
+    tray.quick_generate()
+    tray.dialog.tags.setCurrentText("Lo-fi, Piano, Chill")
+    tray.dialog.accept()
+    window.list.setCurrentIndex(window.model.index(window.model.row_of(window.library.songs()[0].id)))
+    shot("queue")
+    current = window.controller.current
+    paced = real_time(window.player)
+    window.play_preview(current.id)
+    pump(3.5)
+    shot("preview")
+    window.player.stop()
+    window.player._callback = paced
+    throttle.delay = 0.0
+    throttle.resume.set()
+    while window.job is not None:
+        pump(0.05)
 
 
 def extra_shots(window, tray, work: Path, shot, pump) -> None:
@@ -178,7 +242,7 @@ def extra_shots(window, tray, work: Path, shot, pump) -> None:
     tray.dialog.tags.setCurrentText("Lo-fi, Piano, Chill")
     shot("quick-generate", tray.dialog)
     tray.dialog.reject()
-    dialog = SettingsDialog(window)
+    dialog = SettingsDialog(window.settings, window.weights_dir, window.set_weights_dir, lambda: window.busy, window)
     dialog.show()
     shot("settings", dialog)
     dialog.reject()

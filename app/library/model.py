@@ -12,6 +12,7 @@ from app import paths
 from app.library.store import Library, SongRecord
 
 RecordRole = Qt.ItemDataRole.UserRole + 1
+QueueRole = Qt.ItemDataRole.UserRole + 2  # app.library.queue_store.QueuedSong of a queue row
 Index = QModelIndex | QPersistentModelIndex
 
 
@@ -62,12 +63,15 @@ def wav_for(rec: SongRecord) -> Path:
 
 
 class LibraryModel(QAbstractListModel):
+    """Queue rows first (running, waiting, held: app.generation's ``items()``), then the songs."""
+
     drag_failed = Signal(str)  # a song could not be dragged out: the window shows why
 
     def __init__(self, library: Library, parent=None) -> None:
         super().__init__(parent)
         self.library = library
         self._songs: list[SongRecord] = library.songs()
+        self._queue: list[Any] = []
         self.last_drag_error = ""
 
     def refresh(self) -> None:
@@ -75,16 +79,33 @@ class LibraryModel(QAbstractListModel):
         self._songs = self.library.songs()
         self.endResetModel()
 
+    def set_queue(self, items: list[Any]) -> None:
+        self.beginResetModel()
+        self._queue = list(items)
+        self.endResetModel()
+
+    def queue_count(self) -> int:
+        return len(self._queue)
+
+    def queue_item(self, row: int) -> Any:
+        return self._queue[row] if 0 <= row < len(self._queue) else None
+
     def rowCount(self, parent: Index = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self._songs)
+        return 0 if parent.isValid() else len(self._queue) + len(self._songs)
 
     def record(self, row: int) -> SongRecord | None:
+        row -= len(self._queue)
         return self._songs[row] if 0 <= row < len(self._songs) else None
 
     def row_of(self, song_id: int) -> int:
-        return next((i for i, s in enumerate(self._songs) if s.id == song_id), -1)
+        return next((i + len(self._queue) for i, s in enumerate(self._songs) if s.id == song_id), -1)
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        item = self.queue_item(index.row()) if index.isValid() else None
+        if item is not None:
+            if role == QueueRole:
+                return item
+            return item.title if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole) else None
         rec = self.record(index.row()) if index.isValid() else None
         if rec is None:
             return None
@@ -98,6 +119,8 @@ class LibraryModel(QAbstractListModel):
         return None
 
     def flags(self, index: Index) -> Qt.ItemFlag:
+        if index.isValid() and self.queue_item(index.row()) is not None:
+            return Qt.ItemFlag.ItemIsEnabled  # its buttons act; the row is not a song to select or drag
         base = super().flags(index)
         rec = self.record(index.row()) if index.isValid() else None
         if rec is not None and rec.status != "missing":

@@ -147,6 +147,11 @@ class Library:
         conn.row_factory = sqlite3.Row
         return conn
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The open database (app.library.queue_store keeps its ``queue`` table in the same file)."""
+        return self._conn
+
     @staticmethod
     def _prepare(conn: sqlite3.Connection) -> None:
         """quick_check, the table (created if absent), its columns. sqlite3.Error otherwise."""

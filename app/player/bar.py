@@ -36,6 +36,7 @@ class PlayerBar(QWidget):
         self.slider.sliderPressed.connect(lambda: setattr(self, "_dragging", True))
         self.slider.sliderReleased.connect(self._seek)
         player.position_changed.connect(self._on_position)
+        player.duration_changed.connect(self._on_duration)
         player.state_changed.connect(lambda on: self.play_button.setText("❚❚" if on else "▶"))
 
     def set_song(self, title: str) -> None:
@@ -43,6 +44,12 @@ class PlayerBar(QWidget):
         self.slider.setRange(0, int(self.player.duration * 10))
         self.slider.setEnabled(True)
         self.play_button.setEnabled(True)
+        self._on_position(self.player.position)
+
+    def _on_duration(self, seconds: float) -> None:
+        """A growing preview: the slider reaches as far as the audio that has arrived."""
+        if self.slider.isEnabled():
+            self.slider.setRange(0, int(seconds * 10))
         self._on_position(self.player.position)
 
     def _seek(self) -> None:

@@ -46,6 +46,11 @@ def read_audio_file(path: Path) -> tuple[np.ndarray, int]:
 class Player(QObject):
     """play / pause / seek / position over one song at a time.
 
+    A growing rough preview plays through ``load_live`` / ``extend_live`` / ``end_live``: the
+    audio is swapped for a longer view of the engine's buffer (no copy; position and playback
+    go on), and at the end of what has arrived the stream plays silence and waits for more
+    until ``end_live``. ``live_key`` names what is playing live (None otherwise).
+
     When a song cannot be played (no output device, say) ``error`` says why in one line,
     ``play_failed`` carries the song id (-1 for none), and the player lets go of the song:
     ``song_id`` becomes None and ``position_changed`` fires, so a now-playing marker that
@@ -57,6 +62,7 @@ class Player(QObject):
     error = Signal(str)
     loaded = Signal(int)
     play_failed = Signal(int)
+    duration_changed = Signal(float)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -70,6 +76,8 @@ class Player(QObject):
         self._timer.setInterval(100)
         self._timer.timeout.connect(lambda: self.position_changed.emit(self.position))
         self._ended = False
+        self._live = False
+        self.live_key: object | None = None
         self.finished.connect(self.on_finished_gui)
 
     @property
@@ -99,9 +107,34 @@ class Player(QObject):
             self._frames = np.ascontiguousarray(frames, dtype=np.float32)
             self._rate = int(rate)
             self._pos = 0
+            self._live, self.live_key = False, None
         self.song_id = song_id
         self.loaded.emit(song_id if song_id is not None else -1)
+        self.duration_changed.emit(self.duration)
         self.position_changed.emit(0.0)
+
+    def load_live(self, frames: np.ndarray, rate: int, key: object) -> None:
+        """Start following a growing preview: ``frames`` [n, channels] float32 (a view is kept, not copied)."""
+        self.load_array(frames, rate)
+        self._live, self.live_key = True, key
+
+    def extend_live(self, frames: np.ndarray) -> None:
+        """The preview grew: ``frames`` holds what played so far and more. Cheap (a reference swap)."""
+        if not self._live:
+            return
+        frames = np.ascontiguousarray(frames, dtype=np.float32)
+        with self._lock:
+            self._frames = frames
+            self._pos = min(self._pos, len(frames))
+        self.duration_changed.emit(self.duration)
+
+    def end_live(self) -> None:
+        """The preview will not grow: playback ends at its end, as for a song."""
+        self._live = False
+
+    @property
+    def live(self) -> bool:
+        return self._live
 
     def play(self) -> None:
         if self.playing or len(self._frames) == 0:
@@ -163,6 +196,8 @@ class Player(QObject):
         outdata[:len(chunk)] = chunk
         if len(chunk) < frames:
             outdata[len(chunk):] = 0
+            if self._live:
+                return  # a growing preview: silence until more arrives
             self._ended = True
             raise _sounddevice().CallbackStop
 

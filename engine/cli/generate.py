@@ -58,8 +58,20 @@ def check_outputs(args: argparse.Namespace, request: SongRequest, prefix_frames:
         check_output_path(args.codes_out, (".npy",))
     if args.preview_out is not None:
         check_output(args.preview_out, seconds=expected_seconds(request, prefix_frames))
+        _check_preview_apart(args, request.variations)
         if not args.preview_every > 0:
             raise RequestError(f"--preview-every must be a positive number of seconds; got {args.preview_every:g}.")
+
+
+def _check_preview_apart(args: argparse.Namespace, variations: int) -> None:
+    """The preview is rewritten many times: it must not be one of the songs' audio files (their
+    sidecars and codes are .json/.npy, which the format check already refuses)."""
+    from engine.song_file import variation_path
+
+    preview = args.preview_out.resolve()
+    if any(preview == variation_path(args.out, i).resolve() for i in range(variations)):
+        raise RequestError(f"--preview-out {args.preview_out.name} is one of the song's own files; "
+                           "give the preview a name of its own.")
 
 
 def run(args: argparse.Namespace) -> int:

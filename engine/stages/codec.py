@@ -334,12 +334,29 @@ def decode_codes(decoder: DacDecoder, codes: torch.Tensor, *, chunk: int = CHUNK
     return drain(stage, None if on_chunk is None else (lambda ev: on_chunk(ev.done, ev.total)))
 
 
-def decode_coarse(decoder: DacDecoder, coarse: torch.Tensor, *, start: int = 0, halo: int = HALO_FRAMES,
-                  window: int = WINDOW_FRAMES) -> torch.Tensor:
-    """Rough preview: (q0, q1) codes [A,2] → float32 CPU audio [2, (A-start)·2048] of frames start..A-1,
-    from the latent of codebooks 0 and 1 alone (SPEC §12), with ``halo`` frames of left context."""
-    lo = max(0, start - halo)
-    codes = coarse[lo:].T.to(device=decoder.codebooks.device, dtype=torch.long).unsqueeze(0)  # [1,2,A-lo]
+def decode_coarse(decoder: DacDecoder, coarse: torch.Tensor, *, start: int = 0, stop: int | None = None,
+                  halo: int = HALO_FRAMES, window: int = WINDOW_FRAMES,
+                  cancel: CancelToken | None = None) -> torch.Tensor:
+    """Rough preview (SPEC §12): (q0, q1) codes [A, 2] → float32 CPU audio [2, (stop - start) · hop] of
+    frames start..stop-1 (stop defaults to A), from the latent of codebooks 0 and 1 alone.
+
+    Decoded ``window`` frames at a time, each with up to ``halo`` frames of context on either side
+    that exist in ``coarse`` (halo ≥ the decoder's receptive field, see ``decode_span``), so the
+    samples equal those of one call on all A frames. ``cancel`` is checked before every window;
+    NonFiniteError when a window's output holds NaN or inf."""
+    frames = coarse.shape[0]
+    stop = frames if stop is None else stop
+    if not 0 <= start < stop <= frames:
+        raise ValueError(f"need 0 <= start < stop <= {frames}; got start={start}, stop={stop}")
+    hop, device = decoder.config.hop, decoder.codebooks.device
+    parts = []
     with torch.inference_mode():
-        y = decode_span(decoder, decoder.embed(codes), window=window, halo=halo)[0]
-    return y[:, (start - lo) * decoder.config.hop:].to("cpu", torch.float32)
+        for a in range(start, stop, window):
+            if cancel is not None:
+                cancel.check()
+            b = min(a + window, stop)
+            lo, hi = max(0, a - halo), min(frames, b + halo)
+            codes = coarse[lo:hi].T.to(device=device, dtype=torch.long).unsqueeze(0)  # [1, 2, hi - lo]
+            y = _finite(decoder.decoder(decoder.embed(codes)), lo, hi)[0]
+            parts.append(y[:, (a - lo) * hop:(b - lo) * hop].to("cpu", torch.float32))
+    return torch.cat(parts, dim=-1)

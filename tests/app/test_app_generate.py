@@ -16,7 +16,7 @@ def test_generate_adds_playable_song(qtbot, fake_window):
     assert w.model.rowCount() == 0
     with qtbot.waitSignal(w.song_added, timeout=15_000) as added:
         qtbot.mouseClick(w.generate_button, Qt.MouseButton.LeftButton)
-        assert not w.generate_button.isEnabled() and w.cancel_button.isEnabled()
+        assert w.generate_button.isEnabled() and w.compose.isEnabled() and w.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
     assert w.model.rowCount() == 1
     rec = w.library.get(added.args[0])
