@@ -166,7 +166,8 @@ class GenerationController(QObject):
             self.store.hold_all("Waiting when Khala last quit")
             self._items, problems = self.store.load()
         except sqlite3.Error as exc:
-            self.problems.append(f"The songs waiting from last time could not be read ({exc}).")
+            if not self.library.problems:  # a locked or damaged library has said so already
+                self.problems.append(f"The songs waiting from last time could not be read ({exc}).")
             return 0
         self.problems.extend(problems)
         return len(self._items)
