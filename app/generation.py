@@ -22,6 +22,7 @@ from app.library.store import Library, record_from_song
 from app.progress import ProgressTracker
 from app.settings import Settings
 from engine.errors import KhalaError
+from engine.extend import continued_title
 from engine.events import WRITE, CancelToken, Log, Progress, Song, Stage
 from engine.remote.protocol import TRACKS_PER_JOB, check_server_request
 from engine.request import Continuation, SongRequest
@@ -92,8 +93,11 @@ def generation_work(provider: PipelineProvider, target: Path | str, request: Son
                 cancel.check()
                 yield Stage(WRITE, event.variation)
                 seed = event.metadata.get("seed")
+                title = song_title(request, event.variation, request.variations)
+                if continuation is not None:
+                    title = continued_title(title, continuation)
                 yield write_song(event, song_path(songs_dir, request, fmt, event.variation, seed), overwrite=False,
-                                 title=song_title(request, event.variation, request.variations))
+                                 title=title)
             else:
                 yield event
 
@@ -158,7 +162,8 @@ class GenerationController(QObject):
             return False
         remote = bool(self.settings.server_url)
         if check_memory and not remote:
-            warning = memory_check.memory_warning(request, self.weights_dir)
+            warning = (memory_check.memory_warning(request, self.weights_dir) if continuation is None else
+                       memory_check.continuation_warning(request, self.weights_dir, continuation.cut_frame))
             if warning:
                 self.message.emit(warning, "warn")
                 self.memory_warning.emit(request, warning, continuation)

@@ -33,6 +33,9 @@ CREATE TABLE IF NOT EXISTS songs (
 )"""
 COLUMNS = ("id", "title", "tags", "request_json", "seed", "duration_s", "created_at", "status",
            "audio_path", "sidecar_path", "timings_json", "peaks")
+# Added for extended songs (issue 11): the sidecar's "parent" ({song, cut_frame, cut_seconds, frames}).
+# Libraries from before it get the column on open; without it (a read-only file) songs list without parents.
+PARENT_COLUMN = "parent_json TEXT NOT NULL DEFAULT '{}'"
 
 
 @dataclass
@@ -49,6 +52,7 @@ class SongRecord:
     timings: dict[str, Any] = field(default_factory=dict)
     peaks: bytes = b""
     id: int | None = None
+    parent: dict[str, Any] = field(default_factory=dict)  # the song it continues, from the sidecar; {} if none
 
     def song_request(self) -> SongRequest:
         data = dict(self.request)
@@ -62,7 +66,8 @@ class SongRecord:
                    seed=row["seed"], duration_s=row["duration_s"], created_at=row["created_at"],
                    status=row["status"], audio_path=Path(row["audio_path"]),
                    sidecar_path=Path(row["sidecar_path"]) if row["sidecar_path"] else None,
-                   timings=_loads(row["timings_json"]), peaks=bytes(row["peaks"] or b""))
+                   timings=_loads(row["timings_json"]), peaks=bytes(row["peaks"] or b""),
+                   parent=_loads(row["parent_json"]) if "parent_json" in row.keys() else {})
 
 
 def record_from_song(audio_path: Path, sidecar_path: Path, sidecar: dict[str, Any],
@@ -80,7 +85,8 @@ def record_from_song(audio_path: Path, sidecar_path: Path, sidecar: dict[str, An
                       seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
                       duration_s=float(sidecar.get("seconds") or 0.0),
                       created_at=str(sidecar.get("created_at") or datetime.now().isoformat(timespec="seconds")),
-                      sidecar_path=Path(sidecar_path), timings=timings, peaks=peaks_to_bytes(peaks))
+                      sidecar_path=Path(sidecar_path), timings=timings, peaks=peaks_to_bytes(peaks),
+                      parent=sidecar.get("parent") if isinstance(sidecar.get("parent"), dict) else {})
 
 
 def _loads(text: str | None) -> dict[str, Any]:
@@ -89,6 +95,20 @@ def _loads(text: str | None) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _has_parent_column(conn: sqlite3.Connection) -> bool:
+    return any(row[1] == "parent_json" for row in conn.execute("PRAGMA table_info(songs)"))
+
+
+def _add_parent_column(conn: sqlite3.Connection) -> None:
+    if _has_parent_column(conn):
+        return
+    try:
+        with conn:
+            conn.execute(f"ALTER TABLE songs ADD COLUMN {PARENT_COLUMN}")
+    except sqlite3.OperationalError:  # read-only or locked: the library still opens, without parents
+        pass
 
 
 class Library:
@@ -120,6 +140,7 @@ class Library:
             with conn:
                 conn.execute(SCHEMA)
             conn.execute("SELECT " + ", ".join(COLUMNS) + " FROM songs LIMIT 1").fetchall()
+            _add_parent_column(conn)
         except sqlite3.DatabaseError:
             conn.close()
             raise
@@ -145,6 +166,9 @@ class Library:
                 (rec.title, rec.tags, json.dumps(rec.request), rec.seed, rec.duration_s, rec.created_at,
                  rec.status, str(rec.audio_path), str(rec.sidecar_path or ""), json.dumps(rec.timings),
                  rec.peaks))
+            if rec.parent and _has_parent_column(self._conn):
+                self._conn.execute("UPDATE songs SET parent_json = ? WHERE id = ?",
+                                   (json.dumps(rec.parent), cur.lastrowid))
         rec.id = int(cur.lastrowid)
         return rec.id
 
