@@ -18,9 +18,11 @@ from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QLabel, Q
                                QVBoxLayout, QWidget)
 
 from app.library.store import SongRecord
+from app.library.view import format_length
 from engine.errors import KhalaError
-from engine.extend import (FRAMES_PER_SECOND, SongSource, combine_lyrics, continuation_request, cut_frame,
-                           default_minutes, extended_minutes, format_time, open_song)
+from engine.extend import (EXPECTED_EXTRA_MINUTES, FRAMES_PER_SECOND, SongSource, combine_lyrics,
+                           continuation_request, cut_frame, default_minutes, extended_minutes, format_time,
+                           open_song)
 from engine.request import DURATION_RANGE, SongRequest
 
 
@@ -40,7 +42,7 @@ class ExtendDialog(QDialog):
         self.setObjectName("extendDialog")
         self.setWindowTitle("Extend Song")
         self.seconds = seconds
-        self.intro = intro = QLabel(f"“{title}” is {format_time(seconds)} long. The new song keeps all of it "
+        self.intro = intro = QLabel(f"“{title}” is {format_length(seconds)} long. The new song keeps all of it "
                                     "and goes on; the original stays in your library.")
         intro.setWordWrap(True)
         self.minutes = QSpinBox()
@@ -80,8 +82,9 @@ class ExtendDialog(QDialog):
 
     def _update_estimate(self) -> None:
         total = self.total_minutes()
-        self.estimate.setText(f"Asks the model for a {total}-minute song: about {total + 0.8:.1f} minutes "
-                              "in all, as for a new song.")
+        seconds = (total + EXPECTED_EXTRA_MINUTES) * 60
+        self.estimate.setText(f"About {format_length(seconds)} in all ({format_length(seconds - self.seconds)} more): "
+                              f"the model is asked for a {total}-minute song, as when generating one.")
 
 
 def open_source(w: ExtendHost, rec: SongRecord | None) -> SongSource | None:
@@ -154,7 +157,7 @@ def _submit(w: ExtendHost, rec: SongRecord, source: SongSource, cut: int, reques
     except KhalaError as exc:
         w.show_message(f"“{rec.title}” cannot be continued: {exc}", "error")
         return False
-    if not w.controller.submit(request, continuation=source.continuation(cut)):
+    if not w.controller.submit(request, continuation=source.continuation(cut, rec.title)):
         return False
     what = "Extending" if cut == source.frames else f"Regenerating from {format_time(cut / FRAMES_PER_SECOND)}:"
     w.show_message(f"{what} “{rec.title}”…")

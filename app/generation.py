@@ -95,7 +95,7 @@ def generation_work(provider: PipelineProvider, target: Path | str, request: Son
                 seed = event.metadata.get("seed")
                 title = song_title(request, event.variation, request.variations)
                 if continuation is not None:
-                    title = continued_title(title, continuation)
+                    title = continued_title(continuation.title or title, continuation)
                 yield write_song(event, song_path(songs_dir, request, fmt, event.variation, seed), overwrite=False,
                                  title=title)
             else:

@@ -54,8 +54,10 @@ class SongSource:
         request = self.song.sidecar.get("request")
         return dict(request) if isinstance(request, dict) else {}
 
-    def continuation(self, cut: int) -> Continuation:
-        return Continuation(codes=self.codes, cut_frame=cut, parent=self.song.audio_path.name)
+    def continuation(self, cut: int, title: str | None = None) -> Continuation:
+        """Keep frames 0..cut-1; ``title``: the parent's title (default: its sidecar's)."""
+        return Continuation(codes=self.codes, cut_frame=cut, parent=self.song.audio_path.name,
+                            title=self.song.title if title is None else title)
 
 
 def open_song(path: Path | str) -> SongSource:

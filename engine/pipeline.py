@@ -300,7 +300,7 @@ class Pipeline:
             cut = plan.continuation.cut_frame
             parent = {"song": plan.continuation.parent, "cut_frame": cut,
                       "cut_seconds": round(cut / FRAMES_PER_SECOND, 3),
-                      "frames": int(plan.continuation.codes.shape[1])}
+                      "frames": int(plan.continuation.codes.shape[1]), "title": plan.continuation.title}
         return {
             "request": {**plan.request.to_dict(), "seed": run.seed},
             "seed": run.seed,

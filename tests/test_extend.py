@@ -65,7 +65,7 @@ def test_greedy_continuation_from_any_cut_reproduces_the_song(pipeline: Pipeline
     assert np.array_equal(again.audio, greedy.audio)
     meta = again.metadata
     assert meta["parent"] == {"song": "parent.wav", "cut_frame": cut, "cut_seconds": round(cut * 2048 / 44100, 3),
-                              "frames": frames}
+                              "frames": frames, "title": ""}
     assert meta["tokens"]["prefix_frames"] == cut and meta["tokens"]["generated"] == new_tokens
 
 
@@ -234,6 +234,7 @@ def test_extend_regenerates_from_a_time_with_the_songs_request(tiny_weights: Pat
     meta = json.loads(Path(f"{out}.json").read_text())
     cut = math.floor(0.5 * 44_100 / 2048)
     assert meta["parent"]["song"] == "song.wav" and meta["parent"]["cut_frame"] == cut == 10
+    assert meta["parent"]["title"] == parent["title"] == "Pop · Piano"
     assert meta["tokens"]["prefix_frames"] == cut and meta["tokens"]["generated"] == 12
     for field in ("tags", "lyrics", "temperature", "top_k", "top_k_superres", "minutes"):
         assert meta["request"][field] == parent["request"][field]  # --at SECONDS: the song's own length

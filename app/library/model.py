@@ -30,7 +30,7 @@ def parent_note(rec: SongRecord, titles: dict[str, str]) -> str:
     name = Path(str(parent.get("song") or "")).name
     if not name:
         return ""
-    title = titles.get(str(Path(rec.audio_path).with_name(name))) or Path(name).stem
+    title = titles.get(str(Path(rec.audio_path).with_name(name))) or str(parent.get("title") or "") or Path(name).stem
     cut, frames, seconds = parent.get("cut_frame"), parent.get("frames"), parent.get("cut_seconds")
     if isinstance(cut, int) and isinstance(frames, int) and cut >= frames:
         return f"extended from “{title}”"

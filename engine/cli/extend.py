@@ -1,8 +1,9 @@
 """``khala extend``: continue a Khala song past its end, or regenerate it from a point (SPEC §12).
 
-The new song keeps the song's first frames (all 64 codebooks; its audio up to 16 frames, 0.37 s,
-before the cut is the song's, sample for sample) and samples the rest. Its request is the song's own (its sidecar's),
-with the prompt and sampling flags given here on top; its sidecar names the parent song and cut.
+The new song keeps the song's first frames (all 64 codebooks; its audio up to 16 frames, 0.74 s,
+before the cut is the song's, sample for sample) and samples the rest. Its request is the song's
+own (its sidecar's), with the prompt and sampling flags given here on top; its sidecar names the
+parent song and cut.
 Everything about the song, the cut, the request, the token cap and the output is checked before a
 model loads; nothing is written on bad input.
 """
@@ -30,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "rest; 'end' (default) keeps the whole song and continues it")
     ext.add_argument("--minutes", type=int, default=None, metavar="MIN",
                      help="the new song's whole length in minutes, 0..10 (its duration token); default: about "
-                          f"{DEFAULT_ADD_MINUTES} minute longer than the song with --at end, the song's own with --at SECONDS")
+                          f"{DEFAULT_ADD_MINUTES} minute longer than the song with --at end, the song's own with "
+                          "--at SECONDS")
     add_prompt_flags(ext, overrides=True)
     ext.add_argument("--temperature", type=float, default=None, help="default: the song's own")
     ext.add_argument("--top-k", type=int, default=None, help="default: the song's own")
