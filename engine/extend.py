@@ -79,7 +79,7 @@ def cut_frame(at: str | float | None, frames: int) -> int:
         raise RequestError(f"--at must be a time in seconds or 'end'; got {str(at)[:40]!r}.") from None
     if not math.isfinite(seconds) or seconds < 0:
         raise RequestError(f"--at must be a time from 0 seconds to the song's end; got {str(at)[:40]}.")
-    cut = math.floor(seconds * SAMPLE_RATE / SAMPLES_PER_FRAME)
+    cut = math.floor(seconds * SAMPLE_RATE / SAMPLES_PER_FRAME + 1e-6)  # a frame's own time, round-tripped, is it
     if cut > frames:
         raise RequestError(f"--at {seconds:g} s is past the song's end: it is {frames / FRAMES_PER_SECOND:.2f} s "
                            f"({frames} frames) long. Use --at end to continue it.")

@@ -187,6 +187,7 @@ def test_cut_frame() -> None:
     assert cut_frame("end", 100) == cut_frame(None, 100) == cut_frame(" END ", 100) == 100
     assert cut_frame("1", 100) == 21 == math.floor(44_100 / 2048)  # frames 0..20 kept
     assert cut_frame(0, 100) == 0 and cut_frame("4.644", 100) == cut_frame("4.66", 100) == 100
+    assert all(cut_frame(f * 2048 / 44_100, 11_776) == f for f in range(11_777))  # a frame's time is that frame
     for bad, message in (("-0.5", "from 0 seconds"), ("nan", "from 0 seconds"), ("inf", "from 0 seconds"),
                          ("5", "past the song's end"), ("soon", "seconds or 'end'")):
         with pytest.raises(RequestError, match=message):
