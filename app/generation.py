@@ -26,6 +26,7 @@ from app.progress import ProgressTracker
 from app.settings import Settings
 from engine.errors import KhalaError
 from engine.events import BACKBONE, LOAD_BACKBONE, WRITE, CancelToken, Log, Preview, Progress, Song, Stage
+from engine.extend import continued_title
 from engine.remote.protocol import TRACKS_PER_JOB, check_server_request
 from engine.request import Continuation, SongRequest
 from engine.song_file import SavedSong, slug, song_title, write_song
@@ -96,8 +97,11 @@ def generation_work(provider: PipelineProvider, target: Path | str, request: Son
                 cancel.check()
                 yield Stage(WRITE, event.variation)
                 seed = event.metadata.get("seed")
+                title = song_title(request, event.variation, request.variations)
+                if continuation is not None:
+                    title = continued_title(continuation.title or title, continuation)
                 yield write_song(event, song_path(songs_dir, request, fmt, event.variation, seed), overwrite=False,
-                                 title=song_title(request, event.variation, request.variations))
+                                 title=title)
             else:
                 yield event
 
@@ -213,7 +217,8 @@ class GenerationController(QObject):
             return False
         remote = bool(self.settings.server_url)
         if check_memory and not remote:
-            warning = memory_check.memory_warning(request, self.weights_dir)
+            warning = (memory_check.memory_warning(request, self.weights_dir) if continuation is None else
+                       memory_check.continuation_warning(request, self.weights_dir, continuation.cut_frame))
             if warning:
                 self.message.emit(warning, "warn")
                 self.memory_warning.emit(request, warning, continuation)

@@ -6,6 +6,7 @@ assumes the released model. Any failure here means "no warning", never "no song"
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from typing import Any
 from engine import memory
 from engine.model.config import load_config
 from engine.stages.decoder_config import load_decoder_config
-from engine.request import SongRequest
+from engine.prompt.template import SUPERRES_CAP
+from engine.request import UPSTREAM_TOKEN_CAP, SongRequest, expected_tokens
 from engine.weights.folder import WeightPaths
 
 # The device and dtype the pipeline picks when the app passes none; engine.memory
@@ -45,5 +47,21 @@ def memory_warning(request: SongRequest, weights_dir: Path | None, prompt_tokens
         extra["prompt_tokens"] = prompt_tokens
     try:
         return memory.memory_warning(request, DEVICE, DTYPE, **extra)
+    except Exception:  # noqa: BLE001 - an estimate that fails must not stop a song
+        return None
+
+
+def continuation_warning(request: SongRequest, weights_dir: Path | None, prefix_frames: int) -> str | None:
+    """The same warning for a song that keeps ``prefix_frames`` frames of another (extend, regenerate from
+    a point): the backbone prefills them with the prompt (2 tokens each) and keeps them in its cache
+    beside up to the cap's remaining room of new tokens; super-res and the decoder see the whole song."""
+    try:
+        prompt = memory.guess_prompt_tokens(request)
+        room = max(2, UPSTREAM_TOKEN_CAP - 2 * prefix_frames)
+        new = min(request.max_tokens or room, room)
+        frames = prefix_frames + min(max(expected_tokens(request.minutes) - 2 * prefix_frames, 2), new) // 2
+        extra: dict[str, Any] = dict(model_shapes(weights_dir), prompt_tokens=prompt + 2 * prefix_frames,
+                                     superres_prompt_tokens=min(prompt, SUPERRES_CAP), frames=frames)
+        return memory.memory_warning(replace(request, max_tokens=new), DEVICE, DTYPE, **extra)
     except Exception:  # noqa: BLE001 - an estimate that fails must not stop a song
         return None

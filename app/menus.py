@@ -14,14 +14,17 @@ from PySide6.QtCore import QUrl
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMenu, QMenuBar
 
+from app import extend
 from app.jobs import Job
 from app.library.model import audio_problem
 from app.library.store import Library, LibraryError, SongRecord
+from engine.extend import format_time
 
 
 class MenuHost(Protocol):
     settings: Any
     library: Library
+    controller: Any
     model: Any
     player: Any
     compose: Any
@@ -146,6 +149,18 @@ def delete(w: MenuHost) -> None:
         w.model.refresh()
 
 
+def _with_song(w: MenuHost, act: Callable[[SongRecord], object]) -> None:
+    rec = _checked(w)
+    if rec is not None:
+        act(rec)
+
+
+def regenerate_label(w: MenuHost) -> str:
+    """"Regenerate From Here (1:23)" while the selected song is in the player, else without the time."""
+    seconds = extend.player_position(w, w.selected_record())
+    return "Regenerate From Here" + (f" ({format_time(seconds)})" if seconds is not None else "")
+
+
 def _action(menu: QMenu, text: str, slot: Callable[[], object],
             shortcut: str | QKeySequence | None = None) -> QAction:
     act = menu.addAction(text)
@@ -174,6 +189,12 @@ def build_menus(w: MenuHost) -> None:
     song = bar.addMenu("&Song")
     _action(song, "Play / Pause", w.toggle_play)
     _action(song, "Use These Settings", lambda: use_settings(w))
+    song.addSeparator()
+    _action(song, "Extend…", lambda: _with_song(w, lambda rec: setattr(w, "extend_dialog",
+                                                                     extend.open_extend_dialog(w, rec))))
+    here = _action(song, "Regenerate From Here", lambda: _with_song(w, lambda rec: extend.regenerate_here(w, rec)))
+    song.aboutToShow.connect(lambda: here.setText(regenerate_label(w)))
+    song.addSeparator()
     _action(song, "Rename…", lambda: rename(w))
     _action(song, "Delete…", lambda: delete(w), QKeySequence.StandardKey.Delete)
     w.song_menu = song

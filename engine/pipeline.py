@@ -45,7 +45,8 @@ import torch
 
 import engine
 from engine import device as dev
-from engine.errors import KhalaError, NonFiniteError, RequestError
+from engine.errors import KhalaError, NonFiniteError
+from engine.extend import check_room
 from engine.events import (BACKBONE, DECODE, LOAD_BACKBONE, LOAD_DECODER, LOAD_SUPERRES, SUPERRES, CancelToken,
                            Event, Log, Outcome, Progress, Song, Stage)
 from engine.model.loader import load_transformer
@@ -55,6 +56,7 @@ from engine.request import SAMPLE_RATE, SAMPLES_PER_FRAME, UPSTREAM_TOKEN_CAP, C
 from engine.stages.backbone import BackboneResult, BackboneRun
 from engine.stages.codec import decode_chunks, load_decoder
 from engine.stages.preview import Previewer
+from engine.stages.splice import decode_continued
 from engine.stages.superres import superres_passes
 from engine.weights.folder import WeightPaths, locate_weights
 from engine.weights.preflight import check_model_files
@@ -156,18 +158,13 @@ class Pipeline:
     def plan(self, request: SongRequest, continuation: Continuation | None = None) -> Plan:
         """Validate everything that can be known before a model loads; RequestError and friends."""
         request.validate()
+        room = UPSTREAM_TOKEN_CAP
         if continuation is not None:
             continuation.validate()
+            room = check_room(continuation.cut_frame, request.max_tokens)
         check_model_files(self.paths)  # every file bounded, configs against tensor headers: no torch work
         prompts = self.prompts(request)
         prefix_tokens = 2 * continuation.cut_frame if continuation else 0
-        room = UPSTREAM_TOKEN_CAP - prefix_tokens
-        if room < 2:
-            raise RequestError(f"The song is too long to continue: its first {prefix_tokens:,} tokens leave no room "
-                               f"under the model's {UPSTREAM_TOKEN_CAP:,}-token cap. Cut it earlier.")
-        if continuation is not None and request.max_tokens is not None and request.max_tokens > room:
-            raise RequestError(f"{prefix_tokens:,} tokens of the song plus {request.max_tokens:,} new ones pass the "
-                               f"model's {UPSTREAM_TOKEN_CAP:,}-token cap; ask for at most {room:,} new tokens.")
         max_new = request.max_tokens or room
         estimate = min(max(expected_tokens(request.minutes) - prefix_tokens, 2), max_new)
         base = resolve_seed(request)
@@ -201,7 +198,7 @@ class Pipeline:
         yield from self._timed_load(LOAD_DECODER, runs, cancel, ["decoder"])
         for run in runs:
             yield Stage(DECODE, run.index)
-            yield from self._with_safe_dtype("decoder", "decoder", lambda run=run: self._decode(run, cancel))
+            yield from self._with_safe_dtype("decoder", "decoder", lambda run=run: self._decode(plan, run, cancel))
         self._free("decoder")
         for run in runs:
             yield Song(audio=run.audio, sample_rate=SAMPLE_RATE, codes=run.codes.numpy(),
@@ -270,7 +267,9 @@ class Pipeline:
             yield from preview.final(results[0].coarse, cancel)
         for r, result in zip(runs, results):
             if result.coarse.shape[0] <= plan.prefix_frames:
-                raise KhalaError("The model ended the song before making any new audio. Try another seed.")
+                where = "at the cut, " if plan.continuation is not None else ""
+                raise KhalaError(f"The model ended the song {where}before making any new audio. Try another seed"
+                                 + (" or a longer duration." if where else "."))
             r.backbone, r.timings[BACKBONE] = result, elapsed
             if preview is not None:
                 r.timings[PREVIEW_FINAL] = time.perf_counter() - start - elapsed
@@ -290,10 +289,15 @@ class Pipeline:
         run.codes = codes.to("cpu", torch.int64)
         run.timings[SUPERRES] = time.perf_counter() - start
 
-    def _decode(self, run: _Variation, cancel: CancelToken) -> Iterator[Event]:
+    def _decode(self, plan: Plan, run: _Variation, cancel: CancelToken) -> Iterator[Event]:
         decoder = self._load("decoder")
         start = time.perf_counter()
-        audio = yield from decode_chunks(decoder, run.codes.to(self.device), cancel=cancel)
+        codes = run.codes.to(self.device)
+        if plan.continuation is None:
+            audio = yield from decode_chunks(decoder, codes, cancel=cancel)
+        else:  # the parent's audio before the cut, sample for sample (engine/stages/splice.py)
+            parent = torch.from_numpy(np.asarray(plan.continuation.codes).astype(np.int64)).to(self.device)
+            audio = yield from decode_continued(decoder, codes, parent, plan.prefix_frames, cancel=cancel)
         peak = float(audio.abs().max())
         if peak > OVERFLOW_PEAK:
             raise NonFiniteError("decode", f"peak {peak:.0f}× full scale", dev.dtype_name(self._run_dtype["decoder"]))
@@ -306,7 +310,8 @@ class Pipeline:
         if plan.continuation is not None:
             cut = plan.continuation.cut_frame
             parent = {"song": plan.continuation.parent, "cut_frame": cut,
-                      "cut_seconds": round(cut / FRAMES_PER_SECOND, 3)}
+                      "cut_seconds": round(cut / FRAMES_PER_SECOND, 3),
+                      "frames": int(plan.continuation.codes.shape[1]), "title": plan.continuation.title}
         return {
             "request": {**plan.request.to_dict(), "seed": run.seed},
             "seed": run.seed,

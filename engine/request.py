@@ -94,11 +94,12 @@ class SongRequest:
 class Continuation:
     """Continue (extend) or regenerate a song from a point (SPEC §12): keep frames 0..cut_frame-1 of
     ``codes`` (int [64, frames] of the parent song) and sample the rest. ``parent`` names the
-    parent's audio file for the new song's sidecar."""
+    parent's audio file for the new song's sidecar, ``title`` its title."""
 
     codes: Any  # numpy int array [64, frames]
     cut_frame: int
     parent: str = ""
+    title: str = ""  # the parent's title, for the new song's ("X (extended)")
 
     def validate(self, num_quantizers: int = 64, codebook_size: int = 1024) -> None:
         """RequestError naming what is wrong, before any model loads."""

@@ -73,10 +73,13 @@ def stand_in(folder: Path):
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                        help="save only these shots, e.g. --only extend regenerate (the songs are still made)")
     args = parser.parse_args()
     if not os.environ.get("DISPLAY") and shutil.which("xvfb-run") and not os.environ.get("KHALA_SHOTS_CHILD"):
         env = {**os.environ, "KHALA_SHOTS_CHILD": "1", "QT_QPA_PLATFORM": "xcb"}
-        cmd = ["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", sys.executable, __file__, "--out", str(args.out)]
+        cmd = ["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", sys.executable, __file__, "--out", str(args.out),
+               *(["--only", *args.only] if args.only else [])]
         return subprocess.call(cmd, env=env)
 
     work = Path(tempfile.mkdtemp(prefix="khala-shots-"))
@@ -115,6 +118,8 @@ def main() -> int:
             time.sleep(0.01)
 
     def shot(name: str, widget=None) -> None:
+        if args.only and name not in args.only:
+            return
         pump(0.3)
         path = args.out / f"screenshot-{name}.png"
         (widget or window).grab().save(str(path))
@@ -156,10 +161,15 @@ def main() -> int:
     shot("library")
     queue_shots(window, tray, throttle, shot, pump)
 
+    extend_shots(window, throttle, shot, pump)
     panel.picker.set_tags([])
     window.generate()
     shot("error")
-    extra_shots(window, tray, work, shot, pump)
+    if not args.only or set(args.only) - {"extend", "regenerate"}:
+        extra_shots(window, tray, work, shot, pump)
+    if window.job is not None:  # (the "error" shot's request has a genre, so it may have started a song)
+        window.job.cancel()
+        window.job.wait()
     window.quitting = True
     window.close()
     shutil.rmtree(work, ignore_errors=True)
@@ -225,6 +235,42 @@ def queue_shots(window, tray, throttle: Throttle, shot, pump) -> None:
     throttle.resume.set()
     while window.job is not None:
         pump(0.05)
+
+
+def extend_shots(window, throttle: Throttle, shot, pump) -> None:
+    """Song → Extend… (the dialog), then Regenerate From Here at the player's position while it is being
+    made: the cut marker on the song's waveform, the extended song below it linked to its parent."""
+    def menu_action(text: str):
+        return next(a for a in window.song_menu.actions() if a.text().startswith(text))
+
+    window.list.setCurrentIndex(window.model.index(0))
+    menu_action("Extend…").trigger()
+    dialog = window.extend_dialog
+    dialog.minutes.setValue(2)
+    dialog.lyrics.setPlainText("[Bridge]\nStrings rise where the last bus turns\nAnd the harbour lights burn")
+    shot("extend", dialog)
+    dialog.accept()
+    while window.job is not None:
+        pump(0.05)
+    rec = next(r for r in window.library.songs() if r.title == "Night Bus")
+    window.list.setCurrentIndex(window.model.index(window.model.row_of(rec.id)))
+    window.player.load_file(rec.audio_path, rec.id)  # as Play does (no sound device under Xvfb to play it)
+    window.player_bar.set_song(rec.title)
+    window.player.seek(window.player.duration * 0.45)
+    throttle.held.clear()
+    throttle.resume.clear()
+    throttle.delay = 0.02
+    throttle.hold_at = lambda ev: getattr(ev, "stage", "") == "backbone" and getattr(ev, "done", 0) >= 120
+    menu_action("Regenerate From").trigger()
+    deadline = time.time() + 120
+    while window.job is not None and time.time() < deadline and not throttle.held.is_set():
+        pump(0.05)
+    shot("regenerate")
+    throttle.resume.set()
+    throttle.delay = 0.0
+    while window.job is not None:
+        pump(0.05)
+    pump(1.0)  # let the job's thread end before the window goes
 
 
 def extra_shots(window, tray, work: Path, shot, pump) -> None:

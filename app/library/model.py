@@ -10,9 +10,12 @@ from PySide6.QtCore import QAbstractListModel, QMimeData, QModelIndex, QPersiste
 
 from app import paths
 from app.library.store import Library, SongRecord
+from engine.extend import format_time
 
 RecordRole = Qt.ItemDataRole.UserRole + 1
 QueueRole = Qt.ItemDataRole.UserRole + 2  # app.library.queue_store.QueuedSong of a queue row
+ParentNoteRole = Qt.ItemDataRole.UserRole + 3  # "extended from “X”" for a song that continues another, else ""
+CutRole = Qt.ItemDataRole.UserRole + 4  # where such a song's new part starts, 0..1 of its length, else None
 Index = QModelIndex | QPersistentModelIndex
 
 
@@ -35,6 +38,28 @@ def audio_problem(path: Path) -> str | None:
     if info.frames <= 0:
         return f"The audio file {path.name} holds no audio."
     return None
+
+
+def parent_note(rec: SongRecord, titles: dict[str, str]) -> str:
+    """"extended from “X”" (continued at its end) or "from “X” at 1:23" (regenerated from a point); the
+    parent's current library title when it is listed (``titles``: audio path → title), else its file name."""
+    parent = rec.parent or {}
+    name = Path(str(parent.get("song") or "")).name
+    if not name:
+        return ""
+    title = titles.get(str(Path(rec.audio_path).with_name(name))) or str(parent.get("title") or "") or Path(name).stem
+    cut, frames, seconds = parent.get("cut_frame"), parent.get("frames"), parent.get("cut_seconds")
+    if isinstance(cut, int) and isinstance(frames, int) and cut >= frames:
+        return f"extended from “{title}”"
+    at = f" at {format_time(seconds)}" if isinstance(seconds, (int, float)) else ""
+    return f"from “{title}”{at}"
+
+
+def cut_fraction(rec: SongRecord) -> float | None:
+    seconds = (rec.parent or {}).get("cut_seconds")
+    if not isinstance(seconds, (int, float)) or not rec.duration_s > 0:
+        return None
+    return min(1.0, max(0.0, seconds / rec.duration_s))
 
 
 def wav_for(rec: SongRecord) -> Path:
@@ -72,11 +97,13 @@ class LibraryModel(QAbstractListModel):
         self.library = library
         self._songs: list[SongRecord] = library.songs()
         self._queue: list[Any] = []
+        self._titles = {str(s.audio_path): s.title for s in self._songs}
         self.last_drag_error = ""
 
     def refresh(self) -> None:
         self.beginResetModel()
         self._songs = self.library.songs()
+        self._titles = {str(s.audio_path): s.title for s in self._songs}
         self.endResetModel()
 
     def set_queue(self, items: list[Any]) -> None:
@@ -113,9 +140,15 @@ class LibraryModel(QAbstractListModel):
             return rec.title
         if role == Qt.ItemDataRole.ToolTipRole:
             note = " (audio file missing)" if rec.status == "missing" else ""
-            return f"{rec.title}{note}\n{rec.tags}\n{rec.audio_path}"
+            parent = parent_note(rec, self._titles)
+            parent = f"\n{parent[0].upper()}{parent[1:]}" if parent else ""
+            return f"{rec.title}{note}{parent}\n{rec.tags}\n{rec.audio_path}"
         if role == RecordRole:
             return rec
+        if role == ParentNoteRole:
+            return parent_note(rec, self._titles)
+        if role == CutRole:
+            return cut_fraction(rec)
         return None
 
     def flags(self, index: Index) -> Qt.ItemFlag:

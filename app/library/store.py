@@ -42,13 +42,17 @@ CREATE TABLE IF NOT EXISTS songs (
     audio_path TEXT NOT NULL,
     sidecar_path TEXT NOT NULL DEFAULT '',
     timings_json TEXT NOT NULL DEFAULT '{}',
-    peaks BLOB
+    peaks BLOB,
+    parent_json TEXT NOT NULL DEFAULT '{}'
 )"""
 LOCK_WAIT_S = 5.0  # opening waits this long for another process's lock before saying so
 SAVE_CHECK_WAIT_S = 1.0  # save_problem() runs on the GUI thread: a shorter wait
 LIST_WAIT_S = 0.1  # listing a library still locked since launch: the window must not stall
 COLUMNS = ("id", "title", "tags", "request_json", "seed", "duration_s", "created_at", "status",
            "audio_path", "sidecar_path", "timings_json", "peaks")
+# Added for extended songs (issue 11): the sidecar's "parent" ({song, cut_frame, cut_seconds, frames, title}).
+# A library from before it gets the column on open; without it (a read-only file) songs list without parents.
+PARENT_COLUMN = "parent_json"
 
 
 @dataclass
@@ -65,6 +69,7 @@ class SongRecord:
     timings: dict[str, Any] = field(default_factory=dict)
     peaks: bytes = b""
     id: int | None = None
+    parent: dict[str, Any] = field(default_factory=dict)  # the song it continues, from the sidecar; {} if none
 
     def song_request(self) -> SongRequest:
         data = dict(self.request)
@@ -78,7 +83,8 @@ class SongRecord:
                    seed=row["seed"], duration_s=row["duration_s"], created_at=row["created_at"],
                    status=row["status"], audio_path=Path(row["audio_path"]),
                    sidecar_path=Path(row["sidecar_path"]) if row["sidecar_path"] else None,
-                   timings=_loads(row["timings_json"]), peaks=bytes(row["peaks"] or b""))
+                   timings=_loads(row["timings_json"]), peaks=bytes(row["peaks"] or b""),
+                   parent=_loads(row[PARENT_COLUMN]) if PARENT_COLUMN in row.keys() else {})
 
 
 def record_from_song(audio_path: Path, sidecar_path: Path, sidecar: dict[str, Any],
@@ -96,7 +102,8 @@ def record_from_song(audio_path: Path, sidecar_path: Path, sidecar: dict[str, An
                       seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
                       duration_s=float(sidecar.get("seconds") or 0.0),
                       created_at=str(sidecar.get("created_at") or datetime.now().isoformat(timespec="seconds")),
-                      sidecar_path=Path(sidecar_path), timings=timings, peaks=peaks_to_bytes(peaks))
+                      sidecar_path=Path(sidecar_path), timings=timings, peaks=peaks_to_bytes(peaks),
+                      parent=sidecar.get("parent") if isinstance(sidecar.get("parent"), dict) else {})
 
 
 class LibraryError(KhalaError):
@@ -109,6 +116,20 @@ def _loads(text: str | None) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _has_parent_column(conn: sqlite3.Connection) -> bool:
+    return any(row[1] == PARENT_COLUMN for row in conn.execute("PRAGMA table_info(songs)"))
+
+
+def _add_parent_column(conn: sqlite3.Connection) -> None:
+    if _has_parent_column(conn):
+        return
+    try:
+        with conn:
+            conn.execute(f"ALTER TABLE songs ADD COLUMN {PARENT_COLUMN} TEXT NOT NULL DEFAULT '{{}}'")
+    except sqlite3.OperationalError:  # read-only or locked: the library still opens, without parents
+        pass
 
 
 def _error_kind(exc: sqlite3.Error) -> str:
@@ -162,6 +183,7 @@ class Library:
             with conn:
                 conn.execute(SCHEMA)
         conn.execute("SELECT " + ", ".join(COLUMNS) + " FROM songs LIMIT 1").fetchall()
+        _add_parent_column(conn)
 
     def _start(self) -> sqlite3.Connection:
         truncated = self._size() == 0
@@ -226,12 +248,12 @@ class Library:
         try:
             aside = self._move_aside()
         except OSError as move_error:
-            rows = salvage_rows(self.path, COLUMNS)
+            rows = salvage_rows(self.path, COLUMNS + (PARENT_COLUMN,))
             conn = self._in_memory(f"it is damaged ({reason}) and could not be moved aside "
                                    f"({move_error.strerror or move_error})")
             self._insert_rows(conn, rows)
             return conn
-        rows = salvage_rows(aside, COLUMNS)
+        rows = salvage_rows(aside, COLUMNS + (PARENT_COLUMN,))
         try:
             conn = self._connect(self.lock_wait_s)
             self._prepare(conn)
@@ -390,6 +412,9 @@ class Library:
                 cur = conn.execute(
                     "INSERT INTO songs (title, tags, request_json, seed, duration_s, created_at, status, audio_path,"
                     " sidecar_path, timings_json, peaks) VALUES (?,?,?,?,?,?,?,?,?,?,?)", self._values(rec))
+                if rec.parent and _has_parent_column(conn):
+                    conn.execute(f"UPDATE songs SET {PARENT_COLUMN} = ? WHERE id = ?",
+                                 (json.dumps(rec.parent), cur.lastrowid))
                 rec.id = int(cur.lastrowid)
                 ids.append(rec.id)
                 by_name.setdefault(Path(rec.audio_path).name, []).append((rec.id, str(rec.audio_path)))

@@ -9,8 +9,8 @@ from PySide6.QtGui import QColor, QFont, QPainter, QPalette
 from PySide6.QtWidgets import QAbstractItemView, QListView, QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
 from app.library.store import SongRecord
-from app.library.model import RecordRole
-from app.player.waveform import paint_peaks, peaks_from_bytes
+from app.library.model import CutRole, ParentNoteRole, RecordRole
+from app.player.waveform import paint_cut, paint_peaks, peaks_from_bytes
 
 EMPTY_TEXT = "No songs yet — describe one on the left and press Generate"
 ROW_HEIGHT = 64
@@ -36,6 +36,7 @@ class SongDelegate(QStyledItemDelegate):
         super().__init__(parent)
         self.playing_id: int | None = None
         self.played = 0.0
+        self.cut_marks: dict[int, float] = {}  # song id → where its continuation being made starts (0..1)
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
         return QSize(200, ROW_HEIGHT)  # the row takes the view's width; never scroll sideways
@@ -66,6 +67,9 @@ class SongDelegate(QStyledItemDelegate):
         wave.setAlpha(110)
         played = self.played if rec.id == self.playing_id else 0.0
         paint_peaks(painter, thumb, peaks_from_bytes(rec.peaks), wave, played, accent)
+        for cut in (index.data(CutRole), self.cut_marks.get(rec.id)):
+            if cut is not None:
+                paint_cut(painter, thumb, cut, text)
 
         x = int(thumb.right()) + 14
         width = rect.right() - x - 10
@@ -82,7 +86,7 @@ class SongDelegate(QStyledItemDelegate):
                          Qt.AlignmentFlag.AlignRight, format_length(rec.duration_s))
         painter.setPen(QColor("#d9534f") if missing else dim)
         detail = "Audio file missing" if missing else " · ".join(
-            p for p in (rec.tags, format_date(rec.created_at)) if p)
+            p for p in (index.data(ParentNoteRole), rec.tags, format_date(rec.created_at)) if p)
         fm = painter.fontMetrics()
         painter.drawText(QRect(x, rect.top() + 12 + fm.height(), width, fm.height()), Qt.AlignmentFlag.AlignLeft,
                          fm.elidedText(detail, Qt.TextElideMode.ElideRight, width))

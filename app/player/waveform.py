@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QColor, QPainter, QPixmap
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QColor, QPainter, QPen, QPixmap, QPolygonF
 
 PEAK_COUNT = 120
 
@@ -64,6 +64,22 @@ def paint_peaks(painter: QPainter, rect: QRectF, peaks: np.ndarray, color: QColo
         h = max(1.0, p / 255.0 * rect.height())
         painter.setBrush(played_color if played_color is not None and (i + 0.5) / peaks.size <= played else color)
         painter.drawRoundedRect(QRectF(x, mid - h / 2, bar, h), bar / 2, bar / 2)
+    painter.restore()
+
+
+def paint_cut(painter: QPainter, rect: QRectF, fraction: float, color: QColor) -> None:
+    """A cut marker at ``fraction`` (0..1) of ``rect``'s width: a full-height line with a small triangle on top,
+    where a continued song's new part starts."""
+    x = rect.left() + min(1.0, max(0.0, fraction)) * rect.width()
+    painter.save()
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    pen = QPen(color, 1.5)
+    painter.setPen(pen)
+    painter.drawLine(QPointF(x, rect.top() - 3), QPointF(x, rect.bottom() + 3))
+    painter.setPen(Qt.PenStyle.NoPen)
+    painter.setBrush(color)
+    painter.drawPolygon(QPolygonF([QPointF(x - 4, rect.top() - 6), QPointF(x + 4, rect.top() - 6),
+                                   QPointF(x, rect.top() - 1)]))
     painter.restore()
 
 

@@ -24,7 +24,7 @@ from engine.errors import Cancelled, KhalaError  # noqa: E402
 
 EXIT_ERROR, EXIT_CANCELLED, EXIT_TERMINATED = 1, 130, 143
 # Sub-command modules, in the order `khala --help` lists them.
-COMMANDS = ("generate", "prompt", "decode", "doctor", "worker", "tiny")
+COMMANDS = ("generate", "extend", "prompt", "decode", "doctor", "worker", "tiny")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from engine.errors import OutputError
 from engine.request import SongRequest
@@ -13,18 +13,24 @@ from engine.request import SongRequest
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3")
 
 
-def add_prompt_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tags", default="", help="comma-separated style tags, e.g. 'Pop, Female Vocals, Piano' "
-                                              "(give at least one of --tags, --description, --genre)")
-    p.add_argument("--description", default="", help="a free description (used instead of tags)")
-    p.add_argument("--genre", default="", help="a genre (used when there are neither tags nor a description)")
+def add_prompt_flags(p: argparse.ArgumentParser, *, overrides: bool = False) -> None:
+    """The prompt flags. ``overrides``: each defaults to None, meaning "not given" (``khala extend``
+    keeps the song's own value), and there is no --duration (extend has --minutes)."""
+    unset = None if overrides else ""
+    keep = " (default: the song's own)" if overrides else ""
+    p.add_argument("--tags", default=unset, help="comma-separated style tags, e.g. 'Pop, Female Vocals, Piano' "
+                                                 "(give at least one of --tags, --description, --genre)" + keep)
+    p.add_argument("--description", default=unset, help="a free description (used instead of tags)" + keep)
+    p.add_argument("--genre", default=unset,
+                   help="a genre (used when there are neither tags nor a description)" + keep)
     lyr = p.add_mutually_exclusive_group()
-    lyr.add_argument("--lyrics", default=None,
-                     help="the lyrics text; here (and only here) a typed \\n, backslash then n, also starts a new line")
+    lyr.add_argument("--lyrics", default=None, help="the lyrics text; here (and only here) a typed \\n, backslash "
+                                                   "then n, also starts a new line" + keep)
     lyr.add_argument("--lyrics-file", type=Path, default=None, metavar="FILE",
                      help="a UTF-8 text file of lyrics, taken literally: a backslash-n in the file stays two characters")
-    p.add_argument("--instrumental", action="store_true")
-    p.add_argument("--duration", type=int, default=2, metavar="MIN", help="whole minutes, 0..10 (default 2)")
+    p.add_argument("--instrumental", action="store_true", default=None if overrides else False)
+    if not overrides:
+        p.add_argument("--duration", type=int, default=2, metavar="MIN", help="whole minutes, 0..10 (default 2)")
 
 
 def add_weights_flag(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -32,20 +38,26 @@ def add_weights_flag(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="folder with the six weight files and tokenizer.json")
 
 
-def request_from_args(args: argparse.Namespace) -> SongRequest:
+# flag (argparse dest) → SongRequest field
+_FIELDS = {"tags": "tags", "description": "description", "genre": "genre", "instrumental": "instrumental",
+           "duration": "minutes", "minutes": "minutes", "temperature": "temperature", "top_k": "top_k",
+           "top_k_sr": "top_k_superres", "seed": "seed", "variations": "variations", "max_tokens": "max_tokens"}
+
+
+def given_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The SongRequest fields the command line gave: every flag of the command whose value is not None
+    (lyrics from --lyrics or --lyrics-file)."""
     from engine.prompt.template import read_lyrics_file
-    if args.lyrics_file is not None:
-        lyrics = read_lyrics_file(args.lyrics_file)  # literal, as the app's lyrics box
-    else:
-        lyrics = (args.lyrics or "").replace("\\n", "\n")  # a shell argument cannot easily hold a line break
-    fields = dict(tags=args.tags, description=args.description, genre=args.genre, lyrics=lyrics,
-                  instrumental=args.instrumental, minutes=args.duration)
-    for name in ("temperature", "top_k", "seed", "variations", "max_tokens"):
-        if hasattr(args, name):
-            fields[name] = getattr(args, name)
-    if hasattr(args, "top_k_sr"):
-        fields["top_k_superres"] = args.top_k_sr
-    return SongRequest(**fields)
+    fields = {field: getattr(args, flag) for flag, field in _FIELDS.items() if getattr(args, flag, None) is not None}
+    if getattr(args, "lyrics_file", None) is not None:
+        fields["lyrics"] = read_lyrics_file(args.lyrics_file)  # literal, as the app's lyrics box
+    elif getattr(args, "lyrics", None) is not None:
+        fields["lyrics"] = args.lyrics.replace("\\n", "\n")  # a shell argument cannot easily hold a line break
+    return fields
+
+
+def request_from_args(args: argparse.Namespace) -> SongRequest:
+    return SongRequest(**given_fields(args))
 
 
 def check_output_path(path: Path, suffixes: Sequence[str]) -> None:

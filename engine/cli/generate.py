@@ -50,13 +50,14 @@ def expected_seconds(request: SongRequest, prefix_frames: int = 0) -> float:
 
 
 def check_outputs(args: argparse.Namespace, request: SongRequest, prefix_frames: int = 0) -> None:
-    """Everything about the output files that is knowable before the model runs."""
+    """Everything about the output files that is knowable before the model runs (``khala generate`` and
+    ``khala extend``: ``prefix_frames`` of a continued song count towards its expected length)."""
     from engine.song_file import check_output, recover
     recover(args.out.parent if str(args.out.parent) else Path("."))
     check_output(args.out, variations=request.variations, seconds=expected_seconds(request, prefix_frames))
     if args.codes_out is not None:
         check_output_path(args.codes_out, (".npy",))
-    if args.preview_out is not None:
+    if getattr(args, "preview_out", None) is not None:  # `khala extend` has no --preview-out
         check_output(args.preview_out, seconds=expected_seconds(request, prefix_frames))
         _check_preview_apart(args, request.variations)
         if not args.preview_every > 0:
@@ -126,7 +127,7 @@ def write_events(args: argparse.Namespace, events) -> None:
                     bar.log(event.text)
                 elif event.level == "warning":
                     print(f"warning: {event.text}", file=sys.stderr)
-            elif isinstance(event, Preview) and args.preview_out is not None:
+            elif isinstance(event, Preview) and getattr(args, "preview_out", None) is not None:
                 write_audio(args.preview_out, event.audio, event.sample_rate)
             elif isinstance(event, Song):
                 saved = write_song(event, variation_path(args.out, event.variation))
