@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (QDialog, QFileDialog, QHBoxLayout, QLabel, QProgr
                                QVBoxLayout, QWidget)
 
 from app.jobs import Job
+from app.paths import display_path
 from app.progress import format_duration
 
 
@@ -67,7 +68,7 @@ class FirstLaunchDialog(QDialog):
         title = QLabel("Khala needs its model to make songs", objectName="paneTitle")
         self.info = QLabel(wordWrap=True, objectName="downloadInfo")
         self.info.setText(f"The download is {download_size_text(need)}. Free space on this disk: {gb(free)}.\n"
-                          f"It will be saved in {self.folder}.")
+                          f"It will be saved in {display_path(self.folder)}.")
         note = QLabel("Your library and the player keep working while it downloads. A stopped "
                       "download resumes where it left off.", wordWrap=True, objectName="hint")
         self.enough = need <= free

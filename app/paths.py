@@ -41,6 +41,15 @@ def settings_path() -> Path:
     return app_data_dir() / "settings.ini"
 
 
+def display_path(path: Path | str) -> str:
+    """A path as a Mac shows it to a person: under the home folder as ``~/…``."""
+    path = Path(path)
+    try:
+        return str(Path("~") / path.relative_to(Path.home())) if path != Path.home() else "~"
+    except ValueError:
+        return str(path)
+
+
 def default_songs_dir() -> Path:
     return Path.home() / "Music" / APP_NAME
 

@@ -33,8 +33,8 @@ class SettingsDialog(QDialog):
         self.setWindowTitle("Settings")
         self.settings, self.weights_dir, self.set_weights_dir = settings, weights_dir, set_weights_dir
         self.busy = busy
-        self.songs = QLineEdit(str(settings.songs_dir))
-        self.weights = QLineEdit(str(weights_dir or ""))
+        self.songs = QLineEdit(paths.display_path(settings.songs_dir))
+        self.weights = QLineEdit(paths.display_path(weights_dir) if weights_dir else "")
         self.format = QComboBox()
         self.format.addItems(["wav", "flac", "mp3"])
         self.format.setCurrentText(settings.audio_format)
@@ -75,10 +75,11 @@ class SettingsDialog(QDialog):
         from app.doctor_dialog import open_doctor
 
         folder = self.weights.text().strip()
-        return open_doctor(self, Path(folder) if folder else self.weights_dir, busy=self.busy)
+        return open_doctor(self, Path(folder).expanduser() if folder else self.weights_dir, busy=self.busy)
 
     def apply(self) -> None:
-        problem = paths.check_writable_dir(Path(self.songs.text().strip()))
+        songs = Path(self.songs.text().strip()).expanduser()
+        problem = paths.check_writable_dir(songs)
         server = ""
         if not problem and self.engine.currentText() == SERVER:
             try:
@@ -90,11 +91,11 @@ class SettingsDialog(QDialog):
             return
         s = self.settings
         s.server_url = server
-        s.songs_dir = Path(self.songs.text().strip())
+        s.songs_dir = songs
         s.audio_format = self.format.currentText()
         s.keep_model_loaded = self.keep.isChecked()
-        folder = self.weights.text().strip()
-        if folder and Path(folder) != self.weights_dir:
-            s.weights_dir = Path(folder)
-            self.set_weights_dir(Path(folder))
+        folder = Path(self.weights.text().strip()).expanduser() if self.weights.text().strip() else None
+        if folder is not None and folder != self.weights_dir:
+            s.weights_dir = folder
+            self.set_weights_dir(folder)
         self.accept()

@@ -83,7 +83,9 @@ def main() -> int:
         return subprocess.call(cmd, env=env)
 
     work = Path(tempfile.mkdtemp(prefix="khala-shots-"))
-    os.environ["KHALA_APP_DATA"] = str(work / "appdata")
+    home = work / "home"  # the shots show paths as a person's Mac does: ~/Music/Khala, not a temporary folder
+    os.environ["HOME"] = str(home)
+    os.environ["KHALA_APP_DATA"] = str(home / "Library" / "Application Support" / "Khala")
     file_sound_card(work)
     from PySide6.QtWidgets import QApplication
 
@@ -94,7 +96,7 @@ def main() -> int:
 
     app = QApplication(sys.argv[:1])
     app.setApplicationName("Khala")
-    weights = write_tiny_weights(work / "weights")
+    weights = write_tiny_weights(home / "Models" / "khala-tiny")  # the default folder stays empty: first launch
     try:
         import engine.pipeline  # noqa: F401
 
@@ -103,7 +105,7 @@ def main() -> int:
         print(f"engine.pipeline not importable ({exc}); using a stand-in with the same events")
         throttle = Throttle(stand_in, 0.04)
     settings = Settings()
-    settings.songs_dir = work / "songs"
+    settings.songs_dir = home / "Music" / "Khala"
     settings.max_tokens = 900  # ~20 s songs from the tiny checkpoint
     window, tray = build(settings, weights, PipelineProvider(throttle))
     window.ask = lambda *a: True
@@ -280,7 +282,9 @@ def extra_shots(window, tray, work: Path, shot, pump) -> None:
     window.resize(window.minimumSize())
     shot("smallest")
     window.resize(1240, 800)
-    first = FirstLaunchDialog(work / "no-model-yet", window)
+    from engine.weights.folder import default_weights_dir
+
+    first = FirstLaunchDialog(default_weights_dir(), window)
     first.show()
     shot("first-launch", first)
     first.close()
@@ -303,7 +307,7 @@ def extra_shots(window, tray, work: Path, shot, pump) -> None:
     shot("memory-warning-box", window.memory_box)
     window.memory_box.reject()
     pump(0.1)
-    doctor_shot(window, work / "weights", shot, pump)
+    doctor_shot(window, window.weights_dir, shot, pump)
 
 
 def doctor_shot(window, weights: Path, shot, pump) -> None:

@@ -49,3 +49,21 @@ def test_export_writes_audio_and_sidecar(tmp_path):
     assert soundfile.info(str(out)).format == "FLAC"
     sidecar = json.loads((tmp_path / "out" / "b.flac.json").read_text())
     assert sidecar["title"] == "b" and sidecar["seed"] == 7 and sidecar["timings_s"] == {"backbone": 1.0}
+
+
+def test_paths_are_shown_under_the_home_folder_as_a_mac_shows_them(qtbot, settings, tmp_path, monkeypatch):
+    from app.paths import display_path
+    from app.settings_dialog import SettingsDialog
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert display_path(tmp_path / "Music" / "Khala") == "~/Music/Khala"
+    assert display_path(Path("/Volumes/USB/songs")) == "/Volumes/USB/songs" and display_path(tmp_path) == "~"
+    settings.songs_dir = tmp_path / "Music" / "Khala"
+    chosen: list = []
+    dialog = SettingsDialog(settings, tmp_path / "model", chosen.append)
+    qtbot.addWidget(dialog)
+    assert (dialog.songs.text(), dialog.weights.text()) == ("~/Music/Khala", "~/model")
+    dialog.songs.setText("~/Music/Other")
+    dialog.weights.setText("~/other-model")
+    dialog.apply()
+    assert settings.songs_dir == tmp_path / "Music" / "Other" and chosen == [tmp_path / "other-model"]
