@@ -1,0 +1,176 @@
+"""How close each stage runs to this machine's own limits, at real width (SPEC §3), float32.
+
+    python -m benchmarks.run ceiling        # one fresh process per stage
+    python -m benchmarks.ceiling --config '{"stage": "backbone"}'
+
+Every process first measures the machine's ceilings, then its stage, then the ceilings again
+(the mean of both is the reference, so drifting load from other users hits both alike):
+* memory bandwidth: ``dst.copy_(src)`` of 512 MiB float32 (bytes read + written per second),
+  and a read-only stream (``src.sum()``), best of 5;
+* matmul FLOP/s: a 4096 × 4096 × 4096 float32 matmul, best of 3.
+
+Stages (config "stage"):
+* "backbone": decode steps through ``Transformer.hidden`` + the slot's 1025 lm_head rows + top-k
+  sample, as engine.stages.backbone does, at cache position ``position`` (default 1024; the cache is
+  filled with random K/V, no prefill); bytes per token = every weight read once (layers, final
+  norm, one embedding row, 1025 lm_head rows) + the K/V read; compared with the copy bandwidth;
+* "superres": one pass (``layers_run`` of the 24 layers, default 2, scaled) at S = prompt + the
+  2-minute frames; FLOPs = 2·params·S for the projections and MLP + 4·S²·N·d for attention +
+  the 1024-row logits; compared with the matmul FLOP/s;
+* "decoder": engine.stages.codec.decode_span on ``frames`` frames; FLOPs of every convolution,
+  counted by forward hooks from their shapes (2·C_in·C_out·k·L_out / groups).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from benchmarks.common import emit, parser, setup
+from benchmarks.models import REAL, random_decoder, random_transformer, transformer_config
+
+
+def bandwidth() -> dict[str, float]:
+    n = 128 << 20  # 512 MiB of float32
+    src, dst = torch.rand(n), torch.empty(n)
+    dst.copy_(src)
+    copy, read = [], []
+    for _ in range(5):
+        t = time.perf_counter()
+        dst.copy_(src)
+        copy.append(2 * 4 * n / (time.perf_counter() - t))
+        t = time.perf_counter()
+        src.sum()
+        read.append(4 * n / (time.perf_counter() - t))
+    return {"copy_Bps": max(copy), "read_Bps": max(read)}
+
+
+def matmul_flops() -> float:
+    n = 4096
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    a @ b
+    best = 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - t))
+    return best
+
+
+def ceilings() -> dict[str, float]:
+    return {**bandwidth(), "matmul_flops": matmul_flops()}
+
+
+def layer_params(cfg: Any) -> int:
+    H, N, G, d, F = cfg.hidden_size, cfg.num_heads, cfg.num_kv_groups, cfg.head_dim, cfg.ffn_hidden_size
+    return H * N * d + N * d + 2 * (H * G * d + G * d) + N * d * H + H + 2 * (H * F + F) + F * H + H + 2 * H
+
+
+def backbone(c: dict[str, Any], repeats: int) -> dict[str, Any]:
+    from engine.model.sampling import sample_top_k
+    cfg = transformer_config("backbone", **REAL)
+    model = random_transformer(cfg, "cpu", torch.float32)
+    P, steps = c.get("position", 1024), c.get("steps", 12)
+    cache = model.new_cache(1, P + steps + 1)
+    cache.k.normal_()
+    cache.v.normal_()
+    cache.advance(P)
+    W = model.lm_head.weight
+    rows = W[128256:128256 + 1025]  # a slot's 1025 rows (as the engine gathers them once)
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    tok = torch.tensor([[128300]])
+    with torch.inference_mode():
+        for i in range(steps):
+            t = time.perf_counter()
+            h = model.hidden(tok, P + i, cache=cache)[:, -1]
+            logits = torch.nn.functional.linear(h, rows).float()
+            tok = (sample_top_k(logits, 80, 1.0, gen) + 128256).view(1, 1)
+            times.append(time.perf_counter() - t)
+    H = cfg.hidden_size
+    weights = (cfg.num_layers * layer_params(cfg) + H + H + 1025 * H) * 4
+    kv = 2 * cfg.num_layers * cfg.num_kv_groups * cfg.head_dim * (P + steps // 2) * 4
+    s = sorted(times[2:])[len(times[2:]) // 2]
+    return {"position": P, "s_per_token": s, "times": times, "bytes_per_token": weights + kv,
+            "weight_bytes": weights, "kv_bytes": kv, "achieved_Bps": (weights + kv) / s}
+
+
+def superres(c: dict[str, Any], repeats: int) -> dict[str, Any]:
+    from benchmarks.superres_pass import superres_tokens
+    from engine.memory import expected_frames
+    from engine.model.sampling import sample_top_k
+    cfg = transformer_config("superres", **REAL)
+    k = c.get("layers_run", 2)
+    cfg_k = transformer_config("superres", **{**REAL, "layers": k})  # only the layers that run are built
+    model = random_transformer(cfg_k, "cpu", torch.float32)
+    P, idx = c.get("prompt", 300), c.get("idx", 32)
+    S = P + expected_frames(c.get("minutes", 2))
+    tokens = superres_tokens(S, P, idx, "cpu")
+    base = 128256 + 1024 * idx
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            t = time.perf_counter()
+            h = model.hidden(tokens[:, :, :idx], 0, causal=False)
+            sample_top_k(model.logits_slice(h[:, P:S], base, base + 1024), 10, 1.0, torch.Generator())
+            times.append(time.perf_counter() - t)
+    N, d, H = cfg.num_heads, cfg.head_dim, cfg.hidden_size
+    mm = 2 * S * (layer_params(cfg) - (N * d + 2 * cfg.num_kv_groups * d + H + 2 * cfg.ffn_hidden_size + H + 2 * H))
+    attn = 4 * S * S * N * d
+    flops = k * (mm + attn) + 2 * (S - P) * 1024 * H
+    s = sorted(times)[len(times) // 2]
+    return {"S": S, "layers_run": k, "s_per_pass_run": s, "times": times, "flops_run": flops,
+            "attention_share": attn / (mm + attn), "achieved_flops": flops / s,
+            "est_full_pass_s": s * cfg.num_layers / k}
+
+
+def decoder(c: dict[str, Any], repeats: int) -> dict[str, Any]:
+    from engine.stages.codec import decode_span
+    dec = random_decoder(c.get("n_filters", 192), "cpu", torch.float32)
+    frames = c.get("frames", 48)
+    codes = torch.randint(0, 1024, (1, 64, frames), generator=torch.Generator().manual_seed(0))
+    count = [0]
+
+    def hook(m: torch.nn.Module, inp: Any, out: torch.Tensor) -> None:
+        w = m.weight
+        c_in = w.shape[0] if isinstance(m, torch.nn.ConvTranspose1d) else w.shape[1] * m.groups
+        c_out = w.shape[1] * m.groups if isinstance(m, torch.nn.ConvTranspose1d) else w.shape[0]
+        if isinstance(m, torch.nn.ConvTranspose1d):  # every input sample meets every tap
+            count[0] += 2 * c_in * c_out * w.shape[-1] * inp[0].shape[-1] // m.groups
+        else:
+            count[0] += 2 * c_in * c_out * w.shape[-1] * out.shape[-1] // m.groups
+    for m in dec.modules():
+        if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
+            m.register_forward_hook(hook)
+    times = []
+    with torch.inference_mode():
+        z = dec.embed(codes)
+        for _ in range(repeats):
+            count[0] = 0
+            t = time.perf_counter()
+            decode_span(dec, z)
+            times.append(time.perf_counter() - t)
+    s = sorted(times)[len(times) // 2]
+    return {"frames": frames, "s": s, "times": times, "flops": count[0], "achieved_flops": count[0] / s}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser(__doc__).parse_args(argv)
+    c = setup(args)
+    before = ceilings()
+    res = {"backbone": backbone, "superres": superres, "decoder": decoder}[c["stage"]](c, args.repeats)
+    after = ceilings()
+    ref = {k: (before[k] + after[k]) / 2 for k in before}
+    if c["stage"] == "backbone":
+        res["fraction"] = res["achieved_Bps"] / ref["copy_Bps"]
+        res["fraction_of_read"] = res["achieved_Bps"] / ref["read_Bps"]
+    else:
+        res["fraction"] = res["achieved_flops"] / ref["matmul_flops"]
+    emit({"bench": "ceiling", "config": c, "device": "cpu", "dtype": "float32", "threads": torch.get_num_threads(),
+          "ceiling_before": before, "ceiling_after": after, "ceiling": ref, **res})
+
+
+if __name__ == "__main__":
+    main()
