@@ -40,17 +40,18 @@ def command(impl: str, weights: Path, out: Path, tokens: int) -> list[str]:
     return [sys.executable, "-m", "benchmarks.port_process", *common]
 
 
-def run_process(cmd: list[str]) -> dict[str, Any]:
-    """Wall seconds and peak RSS (bytes) of one child process, from spawn to exit."""
+def run_process(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Wall seconds, CPU seconds (user + system) and peak RSS (bytes) of one child process, spawn to exit."""
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
     proc.returncode = os.waitstatus_to_exitcode(status)
     out, err = proc.stdout.read(), proc.stderr.read()
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[2]} failed ({proc.returncode}):\n{err[-3000:]}")
-    return {"seconds": wall, "peak": usage.ru_maxrss * 1024, "stderr": err[-500:], "stdout": out[-500:]}
+    return {"seconds": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "sys_s": usage.ru_stime,
+            "peak": usage.ru_maxrss * 1024, "stderr": err[-500:], "stdout": out[-500:]}
 
 
 def run_all(repeats: int, tokens: int) -> None:
@@ -97,8 +98,9 @@ def report() -> str:
           f"{meta['same_audio']['samples'][0]} samples, max |difference| {meta['same_audio']['max_abs_diff']}.", "",
           "| | wall s (median) | runs s | peak RSS MB (median) | runs MB |", "|---|---|---|---|---|"]
     for k, name in (("ours", "`khala generate`"), ("port", "port-style (`benchmarks/port_process.py`)")):
-        md.append(f"| {name} | {med[k]:.1f} | {', '.join(f'{r['seconds']:.1f}' for r in runs[k])} | "
-                  f"{peak[k] / 2**20:.0f} | {', '.join(f'{r['peak'] / 2**20:.0f}' for r in runs[k])} |")
+        secs = ", ".join(f"{r['seconds']:.1f}" for r in runs[k])
+        mbs = ", ".join(f"{r['peak'] / 2**20:.0f}" for r in runs[k])
+        md.append(f"| {name} | {med[k]:.1f} | {secs} | {peak[k] / 2**20:.0f} | {mbs} |")
     md += ["", f"**Port-style / ours: {med['port'] / med['ours']:.2f}× the time; peak {peak['ours'] / 2**20:.0f} MB "
                f"vs {peak['port'] / 2**20:.0f} MB ({peak['ours'] / peak['port']:.2f}×).**", "",
            "Ours, stage medians (sidecar `timings_s`): " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
