@@ -3,11 +3,12 @@
     python -m benchmarks.run ceiling        # one fresh process per stage
     python -m benchmarks.ceiling --config '{"stage": "backbone"}'
 
-Every process first measures the machine's ceilings, then its stage, then the ceilings again
-(the mean of both is the reference, so drifting load from other users hits both alike):
+Every repeat measures the machine's ceilings right before its piece of the stage, so each
+fraction compares numbers taken seconds apart (other users' load drifts; both feel it):
 * memory bandwidth: ``dst.copy_(src)`` of 512 MiB float32 (bytes read + written per second),
-  and a read-only stream (``src.sum()``), best of 5;
-* matmul FLOP/s: a 4096 × 4096 × 4096 float32 matmul, best of 3.
+  and a read-only stream (``src.sum()``), best of 3;
+* matmul FLOP/s: a 4096 × 4096 × 4096 float32 matmul, best of 2.
+Reported: the median fraction over the repeats and the best (the least disturbed).
 
 Stages (config "stage"):
 * "backbone": decode steps through ``Transformer.hidden`` + the slot's 1025 lm_head rows + top-k
@@ -37,7 +38,7 @@ def bandwidth() -> dict[str, float]:
     src, dst = torch.rand(n), torch.empty(n)
     dst.copy_(src)
     copy, read = [], []
-    for _ in range(5):
+    for _ in range(3):
         t = time.perf_counter()
         dst.copy_(src)
         copy.append(2 * 4 * n / (time.perf_counter() - t))
@@ -52,7 +53,7 @@ def matmul_flops() -> float:
     a, b = torch.rand(n, n), torch.rand(n, n)
     a @ b
     best = 0.0
-    for _ in range(3):
+    for _ in range(2):
         t = time.perf_counter()
         a @ b
         best = max(best, 2 * n ** 3 / (time.perf_counter() - t))
@@ -68,36 +69,45 @@ def layer_params(cfg: Any) -> int:
     return H * N * d + N * d + 2 * (H * G * d + G * d) + N * d * H + H + 2 * (H * F + F) + F * H + H + 2 * H
 
 
-def backbone(c: dict[str, Any], repeats: int) -> dict[str, Any]:
+def backbone(c: dict[str, Any], repeats: int) -> list[dict[str, Any]]:
     from engine.model.sampling import sample_top_k
     cfg = transformer_config("backbone", **REAL)
     model = random_transformer(cfg, "cpu", torch.float32)
-    P, steps = c.get("position", 1024), c.get("steps", 12)
-    cache = model.new_cache(1, P + steps + 1)
+    P, steps = c.get("position", 1024), c.get("steps", 6)
+    cache = model.new_cache(1, P + steps * repeats + 2)
     cache.k.normal_()
     cache.v.normal_()
     cache.advance(P)
     W = model.lm_head.weight
     rows = W[128256:128256 + 1025]  # a slot's 1025 rows (as the engine gathers them once)
     gen = torch.Generator().manual_seed(0)
-    times = []
     tok = torch.tensor([[128300]])
-    with torch.inference_mode():
-        for i in range(steps):
-            t = time.perf_counter()
-            h = model.hidden(tok, P + i, cache=cache)[:, -1]
-            logits = torch.nn.functional.linear(h, rows).float()
-            tok = (sample_top_k(logits, 80, 1.0, gen) + 128256).view(1, 1)
-            times.append(time.perf_counter() - t)
     H = cfg.hidden_size
     weights = (cfg.num_layers * layer_params(cfg) + H + H + 1025 * H) * 4
-    kv = 2 * cfg.num_layers * cfg.num_kv_groups * cfg.head_dim * (P + steps // 2) * 4
-    s = sorted(times[2:])[len(times[2:]) // 2]
-    return {"position": P, "s_per_token": s, "times": times, "bytes_per_token": weights + kv,
-            "weight_bytes": weights, "kv_bytes": kv, "achieved_Bps": (weights + kv) / s}
+    out, pos = [], P
+    with torch.inference_mode():
+        model.hidden(tok, pos, cache=cache)  # warm-up
+        pos += 1
+        for _ in range(repeats):
+            ceil = ceilings()
+            times = []
+            for _ in range(steps):
+                t = time.perf_counter()
+                h = model.hidden(tok, pos, cache=cache)[:, -1]
+                logits = torch.nn.functional.linear(h, rows).float()
+                tok = (sample_top_k(logits, 80, 1.0, gen) + 128256).view(1, 1)
+                times.append(time.perf_counter() - t)
+                pos += 1
+            kv = 2 * cfg.num_layers * cfg.num_kv_groups * cfg.head_dim * (pos - steps // 2) * 4
+            s = sorted(times)[len(times) // 2]
+            out.append({"ceiling": ceil, "s_per_token": s, "times": times, "bytes_per_token": weights + kv,
+                        "weight_bytes": weights, "kv_bytes": kv, "achieved_Bps": (weights + kv) / s,
+                        "fraction": (weights + kv) / s / ceil["copy_Bps"],
+                        "fraction_of_read": (weights + kv) / s / ceil["read_Bps"]})
+    return out
 
 
-def superres(c: dict[str, Any], repeats: int) -> dict[str, Any]:
+def superres(c: dict[str, Any], repeats: int) -> list[dict[str, Any]]:
     from benchmarks.superres_pass import superres_tokens
     from engine.memory import expected_frames
     from engine.model.sampling import sample_top_k
@@ -109,24 +119,25 @@ def superres(c: dict[str, Any], repeats: int) -> dict[str, Any]:
     S = P + expected_frames(c.get("minutes", 2))
     tokens = superres_tokens(S, P, idx, "cpu")
     base = 128256 + 1024 * idx
-    times = []
-    with torch.inference_mode():
-        for _ in range(repeats):
-            t = time.perf_counter()
-            h = model.hidden(tokens[:, :, :idx], 0, causal=False)
-            sample_top_k(model.logits_slice(h[:, P:S], base, base + 1024), 10, 1.0, torch.Generator())
-            times.append(time.perf_counter() - t)
     N, d, H = cfg.num_heads, cfg.head_dim, cfg.hidden_size
     mm = 2 * S * (layer_params(cfg) - (N * d + 2 * cfg.num_kv_groups * d + H + 2 * cfg.ffn_hidden_size + H + 2 * H))
     attn = 4 * S * S * N * d
     flops = k * (mm + attn) + 2 * (S - P) * 1024 * H
-    s = sorted(times)[len(times) // 2]
-    return {"S": S, "layers_run": k, "s_per_pass_run": s, "times": times, "flops_run": flops,
-            "attention_share": attn / (mm + attn), "achieved_flops": flops / s,
-            "est_full_pass_s": s * cfg.num_layers / k}
+    out = []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            ceil = ceilings()
+            t = time.perf_counter()
+            h = model.hidden(tokens[:, :, :idx], 0, causal=False)
+            sample_top_k(model.logits_slice(h[:, P:S], base, base + 1024), 10, 1.0, torch.Generator())
+            s = time.perf_counter() - t
+            out.append({"ceiling": ceil, "S": S, "layers_run": k, "s_per_pass_run": s, "flops_run": flops,
+                        "attention_share": attn / (mm + attn), "achieved_flops": flops / s,
+                        "est_full_pass_s": s * cfg.num_layers / k, "fraction": flops / s / ceil["matmul_flops"]})
+    return out
 
 
-def decoder(c: dict[str, Any], repeats: int) -> dict[str, Any]:
+def decoder(c: dict[str, Any], repeats: int) -> list[dict[str, Any]]:
     from engine.stages.codec import decode_span
     dec = random_decoder(c.get("n_filters", 192), "cpu", torch.float32)
     frames = c.get("frames", 48)
@@ -144,32 +155,28 @@ def decoder(c: dict[str, Any], repeats: int) -> dict[str, Any]:
     for m in dec.modules():
         if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
             m.register_forward_hook(hook)
-    times = []
+    out = []
     with torch.inference_mode():
         z = dec.embed(codes)
+        decode_span(dec, z)  # warm-up (the convolution backend prepares its weights once)
         for _ in range(repeats):
+            ceil = ceilings()
             count[0] = 0
             t = time.perf_counter()
             decode_span(dec, z)
-            times.append(time.perf_counter() - t)
-    s = sorted(times)[len(times) // 2]
-    return {"frames": frames, "s": s, "times": times, "flops": count[0], "achieved_flops": count[0] / s}
+            s = time.perf_counter() - t
+            out.append({"ceiling": ceil, "frames": frames, "s": s, "flops": count[0], "achieved_flops": count[0] / s,
+                        "fraction": count[0] / s / ceil["matmul_flops"]})
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser(__doc__).parse_args(argv)
     c = setup(args)
-    before = ceilings()
-    res = {"backbone": backbone, "superres": superres, "decoder": decoder}[c["stage"]](c, args.repeats)
-    after = ceilings()
-    ref = {k: (before[k] + after[k]) / 2 for k in before}
-    if c["stage"] == "backbone":
-        res["fraction"] = res["achieved_Bps"] / ref["copy_Bps"]
-        res["fraction_of_read"] = res["achieved_Bps"] / ref["read_Bps"]
-    else:
-        res["fraction"] = res["achieved_flops"] / ref["matmul_flops"]
+    runs = {"backbone": backbone, "superres": superres, "decoder": decoder}[c["stage"]](c, args.repeats)
+    fr = sorted(r["fraction"] for r in runs)
     emit({"bench": "ceiling", "config": c, "device": "cpu", "dtype": "float32", "threads": torch.get_num_threads(),
-          "ceiling_before": before, "ceiling_after": after, "ceiling": ref, **res})
+          "runs": runs, "fraction_median": fr[len(fr) // 2], "fraction_best": fr[-1]})
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tags", default="pop")
     p.add_argument("--lyrics", default="")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--codes-out", type=Path, default=None, help="the codes [64, frames] as .npy")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     request = SongRequest(tags=args.tags, lyrics=args.lyrics.replace("\\n", "\n"), instrumental=not args.lyrics,
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         audio = decode_codes(decoder, codes).to(torch.float32).numpy()
         timings["decode"] = time.perf_counter() - t
     write_audio(args.out, audio, SAMPLE_RATE)
+    if args.codes_out is not None:
+        import numpy as np
+        np.save(args.codes_out, codes.numpy())
     print(f"port_process: {coarse.shape[0]} frames, {audio.shape[-1] / SAMPLE_RATE:.1f} s of audio, "
           + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + f", total {time.perf_counter() - t0:.1f} s",
           file=sys.stderr)

@@ -223,6 +223,34 @@ def load_peak(rs: list[dict[str, Any]]) -> str:
             + "\n")
 
 
+def ceiling(rs: list[dict[str, Any]]) -> str:
+    rows = []
+    for res in rs:
+        runs = sorted(res["runs"], key=lambda r: r["fraction"])
+        r = runs[len(runs) // 2]  # the median repeat
+        c = r["ceiling"]
+        if res["config"]["stage"] == "backbone":
+            what = f"backbone decode, position {res['config'].get('position', 1024):,}"
+            work = (f"{r['bytes_per_token'] / 1e9:.2f} GB/token in {r['s_per_token'] * 1000:.0f} ms → "
+                    f"{r['achieved_Bps'] / 1e9:.1f} GB/s")
+            ceil = f"copy {c['copy_Bps'] / 1e9:.1f} GB/s (read-only {c['read_Bps'] / 1e9:.1f})"
+        else:
+            sup = res["config"]["stage"] == "superres"
+            what = (f"super-res pass, S = {r['S']:,} ({r['layers_run']} of 24 layers run)" if sup
+                    else f"decoder, {r['frames']} frames")
+            sec, flops = (r["s_per_pass_run"], r["flops_run"]) if sup else (r["s"], r["flops"])
+            work = f"{flops / 1e9:.0f} GFLOP in {sec:.1f} s → {r['achieved_flops'] / 1e9:.1f} GFLOP/s"
+            ceil = f"matmul {c['matmul_flops'] / 1e9:.1f} GFLOP/s"
+        rows.append([what, work, ceil, f"**{res['fraction_median']:.0%}**", f"{res['fraction_best']:.0%}",
+                     f"{res['loadavg_1min']:.1f}"])
+    return ("### (g) Close to the limit: real width, CPU float32\n\n"
+            f"One fresh process per stage ({rs[0]['threads']} threads), {len(rs[0]['runs'])} repeats; before each "
+            "repeat the process measures this machine's ceilings, so each fraction compares numbers taken seconds "
+            "apart (benchmarks/ceiling.py). The columns show the median repeat; best = the least disturbed.\n\n"
+            + table(["stage", "work (median repeat)", "ceiling (same repeat)", "fraction (median)", "best",
+                     "load avg"], rows) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
@@ -242,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         parts.append(real(rs, d))
     if (rs := load("real_load", d)):
         parts.append(load_peak(rs))
+    if (rs := load("ceiling", d)):
+        parts.append(ceiling(rs))
     (RESULTS / f"RESULTS-{d}.md").write_text("\n".join(parts))
     print("\n".join(parts))
     return 0

@@ -36,6 +36,8 @@ SUITES: dict[str, tuple[str, list[dict[str, Any]], int]] = {
     "e2e": ("end_to_end", [{"minutes": 2}], 1),
     "real_load": ("load_peak", [{"kind": k, "dtype": d, "loader": ld} for k in ("backbone", "superres")
                                 for d in ("float16", "float32") for ld in ("before", "engine")], 1),
+    "ceiling": ("ceiling", [{"stage": "backbone", "position": 1024}, {"stage": "backbone", "position": 16384},
+                            {"stage": "superres"}, {"stage": "decoder"}], 3),
     "real": ("real_width", [{"stage": "backbone", "minutes": 2, "dtype": "float32"},
                             {"stage": "superres", "minutes": 2, "layers_run": 2, "dtype": "float32"}], 1),
 }

@@ -41,6 +41,7 @@ GIB = 1024**3
 # Copies of engine/model/attention.py's, engine/model/loader.py's and engine/stages/codec.py's values
 # (they import torch; a test keeps these equal).
 SCORE_BUDGET = 1 << 28  # float32 elements of one attention block's scores
+CPU_SCORE_BLOCK = 1 << 22  # the same on the CPU (sized for its cache)
 ATTN_BLOCK = 1024
 DECODE_QUERIES = 16  # attention calls with at most this many queries read a narrow K/V cache as stored
 KEY_CHUNK = 1 << 20  # float32 elements of one converted K/V slice in such calls (CPU)
@@ -197,12 +198,13 @@ def guess_prompt_tokens(request: Any) -> int:
     return min(BACKBONE_PROMPT_CAP, 32 + math.ceil(chars / 3.5))
 
 
-def attention_work(q_len: int, k_len: int, s: TransformerShape, b: int, *, causal: bool, rows: int = 1) -> int:
+def attention_work(q_len: int, k_len: int, s: TransformerShape, b: int, *, causal: bool, rows: int = 1,
+                   budget: int = SCORE_BUDGET) -> int:
     """One query block's float32 scores (softmax in place, so one buffer; + the causal mask), the
     float32 query copy and output, and the float32 K/V copies when the dtype is narrower. A decode
     step (few queries) against a narrow cache copies no K/V (one KEY_CHUNK slice on the CPU) and
     its small score block is soft-maxed out of place (two buffers)."""
-    block = max(1, min(ATTN_BLOCK, SCORE_BUDGET // max(1, rows * s.heads * k_len)))
+    block = max(1, min(ATTN_BLOCK, budget // max(1, rows * s.heads * k_len)))
     n = min(block, q_len)
     few = b < 4 and q_len <= DECODE_QUERIES
     scores = rows * n * s.heads * k_len * 4 * (2 if few else 1) + (n * k_len if causal else 0)
@@ -210,13 +212,14 @@ def attention_work(q_len: int, k_len: int, s: TransformerShape, b: int, *, causa
     return scores + kv32 + rows * q_len * s.heads * s.head_dim * (4 + b)
 
 
-def layer_work(q_len: int, k_len: int, s: TransformerShape, b: int, *, causal: bool, rows: int = 1) -> int:
+def layer_work(q_len: int, k_len: int, s: TransformerShape, b: int, *, causal: bool, rows: int = 1,
+               budget: int = SCORE_BUDGET) -> int:
     """Worst moment inside one layer: the residual stream plus max(attention, MLP) intermediates
     for ``rows`` sequences of q_len queries each."""
     stream = rows * q_len * s.hidden * (3 * b + 2 * 4)  # x, h, normed; float32 norm temporaries
     qkv = rows * q_len * (s.heads + 2 * s.groups) * s.head_dim * b * 2  # q, k, v and their RoPE copies
     mlp = rows * q_len * s.ffn * b * 4  # gate, up, silu(gate), product
-    return stream + max(qkv + attention_work(q_len, k_len, s, b, causal=causal, rows=rows), mlp)
+    return stream + max(qkv + attention_work(q_len, k_len, s, b, causal=causal, rows=rows, budget=budget), mlp)
 
 
 def transformer_load(s: TransformerShape) -> int:
@@ -226,23 +229,25 @@ def transformer_load(s: TransformerShape) -> int:
     return READ_CHUNK_BYTES
 
 
-def backbone_memory(s: TransformerShape, b: int, prompt: int, max_new: int, rows: int = 1) -> StageMemory:
-    """``rows`` variations decoded as one batch (one cache row each)."""
+def backbone_memory(s: TransformerShape, b: int, prompt: int, max_new: int, rows: int = 1,
+                    budget: int = SCORE_BUDGET) -> StageMemory:
+    """``rows`` variations decoded as one batch (one cache row each); ``budget``: scores per block."""
     positions = prompt + max_new
     cache = rows * 2 * s.layers * s.groups * positions * s.head_dim * b
-    prefill = layer_work(prompt, prompt, s, b, causal=True, rows=rows)
+    prefill = layer_work(prompt, prompt, s, b, causal=True, rows=rows, budget=budget)
     decode = layer_work(1, positions, s, b, causal=True, rows=rows)
     slots = 2 * 1025 * s.hidden * b + rows * max_new * 8  # per-slot lm_head rows, token buffer
     return StageMemory(s.params * b, cache + slots, max(prefill, decode), transformer_load(s))
 
 
-def superres_memory(s: TransformerShape, b: int, text: int, frames: int, rows: int = 1) -> StageMemory:
-    """``rows`` variations expanded at once (1: one after another)."""
+def superres_memory(s: TransformerShape, b: int, text: int, frames: int, rows: int = 1,
+                    budget: int = SCORE_BUDGET) -> StageMemory:
+    """``rows`` variations expanded at once (1: one after another); ``budget``: scores per block."""
     S = text + frames
     tokens = rows * S * 64 * 8
     embed = rows * S * s.hidden * b * 3
     logits = rows * frames * 1024 * 4 * 3  # float32 logits, top-k and softmax
-    work = max(layer_work(S, S, s, b, causal=False, rows=rows), embed) + rows * S * s.hidden * b + logits
+    work = max(layer_work(S, S, s, b, causal=False, rows=rows, budget=budget), embed) + rows * S * s.hidden * b + logits
     return StageMemory(s.params * b, tokens, work, transformer_load(s))
 
 
@@ -288,9 +293,10 @@ def estimate_peak_bytes(request: Any, *, device: str, dtype: str, backbone_cfg: 
 
     def rows(stage: str) -> int:
         return n if stage in batched else 1
+    budget = CPU_SCORE_BLOCK if kind == "cpu" else SCORE_BUDGET
     return MemoryEstimate(
-        backbone=backbone_memory(bb, b, prompt, max_new, rows("backbone")),
-        superres=superres_memory(sr, b, text, n_frames, rows("superres")),
+        backbone=backbone_memory(bb, b, prompt, max_new, rows("backbone"), budget),
+        superres=superres_memory(sr, b, text, n_frames, rows("superres"), budget),
         decoder=decoder_memory(dec, decoder_dtype_bytes(), n_frames, rows("decoder"), songs=n),
         overhead=OVERHEAD[kind], device=kind, dtype=(dtype or "auto"), prompt_tokens=prompt,
         cache_positions=prompt + max_new, frames=n_frames, variations=n)

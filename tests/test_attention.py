@@ -24,6 +24,13 @@ def reference(q, k, v, *, causal=False, q_start=0, pad=None):
     return (torch.softmax(s, -1) @ v).float()
 
 
+@pytest.fixture(params=["blocks", "decode"])
+def both_paths(request, monkeypatch):
+    """Run a test through the query-block path and through the few-query (decode) path."""
+    monkeypatch.setattr(attn_mod, "DECODE_QUERIES", 0 if request.param == "blocks" else 1 << 30)
+    return request.param
+
+
 def _qkv(B=2, N=8, G=2, Sq=13, Sk=13, d=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(B, N, Sq, d, generator=g), torch.randn(B, G, Sk, d, generator=g),
@@ -31,12 +38,14 @@ def _qkv(B=2, N=8, G=2, Sq=13, Sk=13, d=8, seed=0):
 
 
 @pytest.mark.parametrize("block", [1, 4, 5, 13, 64])
+@pytest.mark.usefixtures("both_paths")
 def test_bidirectional_matches_plain(block):
     q, k, v = _qkv()
     assert torch.allclose(attention(q, k, v, block_size=block), reference(q, k, v), atol=1e-5)
 
 
 @pytest.mark.parametrize("block", [3, 7, 100])
+@pytest.mark.usefixtures("both_paths")
 def test_key_padding_mask_matches_plain(block):
     q, k, v = _qkv(Sq=11, Sk=11)
     pad = torch.zeros(2, 11, dtype=torch.bool)
@@ -52,6 +61,7 @@ def test_key_padding_mask_matches_plain(block):
 
 
 @pytest.mark.parametrize("block", [1, 4, 6, 32])
+@pytest.mark.usefixtures("both_paths")
 def test_causal_matches_plain(block):
     q, k, v = _qkv(Sq=14, Sk=14)
     assert torch.allclose(attention(q, k, v, causal=True, block_size=block), reference(q, k, v, causal=True),
@@ -59,12 +69,14 @@ def test_causal_matches_plain(block):
 
 
 @pytest.mark.parametrize("block", [2, 5])
+@pytest.mark.usefixtures("both_paths")
 def test_causal_with_offset_like_a_cache(block):
     q, k, v = _qkv(Sq=5, Sk=12)  # 5 new queries at positions 7..11 over 12 cached keys
     got = attention(q, k, v, causal=True, q_start=7, block_size=block)
     assert torch.allclose(got, reference(q, k, v, causal=True, q_start=7), atol=1e-5)
 
 
+@pytest.mark.usefixtures("both_paths")
 def test_gqa_head_to_group_mapping_real_shape():
     # the real model's 32 heads / 8 groups, tiny dims: head h must read group h // 4
     q, k, v = _qkv(B=1, N=32, G=8, Sq=3, Sk=3, d=4)
@@ -77,9 +89,10 @@ def test_gqa_head_to_group_mapping_real_shape():
 
 
 def test_block_shrinks_under_score_budget(monkeypatch):
+    monkeypatch.setattr(attn_mod, "DECODE_QUERIES", 0)  # 13 queries: the block path
     q, k, v = _qkv()
     want = reference(q, k, v)
-    monkeypatch.setattr(attn_mod, "SCORE_BUDGET", 2 * 8 * 13 * 3)  # forces blocks of 3 rows
+    monkeypatch.setattr(attn_mod, "CPU_SCORE_BLOCK", 2 * 8 * 13 * 3)  # forces blocks of 3 rows (SCORE_BUDGET elsewhere)
     seen = []
     orig = torch.matmul
     monkeypatch.setattr(torch, "matmul", lambda a, b: (seen.append(a.shape), orig(a, b))[1])
@@ -88,6 +101,7 @@ def test_block_shrinks_under_score_budget(monkeypatch):
     assert max(s[2] for s in seen) == 4 * 3  # query rows per block: 4 heads per group x 3 queries
 
 
+@pytest.mark.usefixtures("both_paths")
 def test_half_precision_inputs_keep_dtype():
     q, k, v = (t.to(torch.bfloat16) for t in _qkv())
     out = attention(q, k, v, block_size=4)

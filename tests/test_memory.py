@@ -132,6 +132,7 @@ def test_estimate_follows_the_codec_window_and_float32_decoder(monkeypatch) -> N
     assert (memory.CODEC_WINDOW_FRAMES, memory.CODEC_HALO_FRAMES) == (codec.WINDOW_FRAMES, codec.HALO_FRAMES)
     assert memory.CHUNK_FRAMES == codec.CHUNK_FRAMES and memory.SCORE_BUDGET == attention.SCORE_BUDGET
     assert (memory.DECODE_QUERIES, memory.KEY_CHUNK) == (attention.DECODE_QUERIES, attention.KEY_CHUNK)
+    assert memory.CPU_SCORE_BLOCK == attention.CPU_SCORE_BLOCK
     import engine.model.loader as loader
     assert memory.READ_CHUNK_BYTES == loader.READ_CHUNK_BYTES
     assert memory.ATTN_BLOCK == inspect.signature(attention.attention).parameters["block_size"].default

@@ -5,11 +5,13 @@ key padding mask), causal prefill and one-token decode against a static KV cache
 plain matmul → float32 softmax → matmul, never a fused kernel (MPS's fused attention
 returns garbage past ~18k tokens). Queries are reshaped to [B, G, R·q, d] so each KV
 group is read once and never repeated per head. Scores for one block are at most
-``SCORE_BUDGET`` float32 elements, so memory is O(block·S) whatever the length.
+``SCORE_BUDGET`` float32 elements (``CPU_SCORE_BLOCK`` on the CPU, sized for its cache), so
+memory is O(block·S) whatever the length.
 
-Decode (at most ``DECODE_QUERIES`` queries against a float16/bfloat16 cache) never makes a
-float32 copy of the cache: K and V are read as stored (see ``_few_queries``). Many queries
-(prefill, super-res) convert K and V to float32 once per call, a cost shared by every query.
+Decode (at most ``DECODE_QUERIES`` queries) never makes a float32 copy of a float16/bfloat16
+cache: K and V are read as stored, and the whole step is three products and one softmax
+(see ``_few_queries``). Many queries (prefill, super-res) convert K and V to float32 once per
+call, a cost shared by every query.
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ import torch
 from torch import Tensor
 
 SCORE_BUDGET = 1 << 28  # float32 elements of one block's scores: 1 GiB
-DECODE_QUERIES = 16  # calls with at most this many queries read a narrow K/V cache as stored
+# On the CPU a block's scores should stay in the last-level cache while the softmax passes over
+# them: 16 MiB blocks made a real-width super-res layer's attention 1.7x faster than 1024-query
+# blocks (S = 3 917, 32 heads: 33 queries per block; benchmarks/results/ceiling-cpu.json).
+CPU_SCORE_BLOCK = 1 << 22
+DECODE_QUERIES = 16  # calls with at most this many queries take the decode path
 KEY_CHUNK = 1 << 20  # CPU decode: float32 elements of the K or V slice converted at a time (4 MiB)
 
 _F32_OUT_BMM: dict[tuple[str, torch.dtype], bool] = {}
@@ -42,12 +48,13 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, q_start:
     if key_padding_mask is not None:
         bias = torch.zeros(B, Sk, dtype=torch.float32, device=q.device)
         bias = bias.masked_fill(key_padding_mask, -torch.inf).view(B, 1, 1, 1, Sk)
-    if k.dtype != torch.float32 and Sq <= DECODE_QUERIES:
+    if Sq <= DECODE_QUERIES:
         return _few_queries(q, k, v, causal=causal, q_start=q_start, bias=bias)
     q5 = (q.float() * (1.0 / math.sqrt(d))).view(B, G, R, Sq, d)
     kT = k.float().transpose(-1, -2)  # [B,G,d,Sk], converted once per call
     v32 = v.float()
-    block = max(1, min(block_size, SCORE_BUDGET // max(1, B * N * Sk)))
+    budget = CPU_SCORE_BLOCK if q.device.type == "cpu" else SCORE_BUDGET
+    block = max(1, min(block_size, budget // max(1, B * N * Sk)))
     out = torch.empty(B, G, R, Sq, d, dtype=dtype, device=q.device)
     for s0 in range(0, Sq, block):
         s1 = min(Sq, s0 + block)
@@ -77,10 +84,12 @@ def _mask(sc: Tensor, bias: Tensor | None, causal: bool, first_query: int) -> No
 
 def _few_queries(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, q_start: int, bias: Tensor | None,
                  mode: str | None = None) -> Tensor:
-    """Decode against a float16/bfloat16 K/V without a float32 copy of K/V.
+    """Decode: few queries against the whole K/V, without a float32 copy of a narrower K/V.
 
     Scores [B,G,R·Sq,Sk] and the softmax are float32 (small: N·Sq·Sk elements, a few MB at 20k
-    positions, so one out-of-place softmax pass replaces the prefill's in-place sequence). How K/V are read:
+    positions, so one out-of-place softmax replaces the prefill's in-place sequence: fewer passes
+    and fewer parallel regions per token, which a busy CPU makes expensive). How K/V are read:
+    * "float32": as they are (a float32 cache);
     * "native" (a backend with float32-output half matmuls, e.g. CUDA): q·Kᵀ in the stored dtype
       into float32 scores; P·V with the probabilities in the stored dtype (as FlashAttention's
       second product), both accumulated in float32 by the backend;
@@ -93,10 +102,12 @@ def _few_queries(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, q_start: int,
     G, Sk = k.shape[1], k.shape[2]
     R = N // G
     dtype = q.dtype
-    mode = mode or _decode_mode(q.device, dtype)
+    mode = mode or ("float32" if k.dtype == torch.float32 else _decode_mode(q.device, dtype))
     scale = 1.0 / math.sqrt(d)
     q4 = q.view(B, G, R, Sq, d).reshape(B, G, R * Sq, d)
-    if mode == "chunked":
+    if mode == "float32":
+        sc = torch.matmul(q4.float() * scale, k.transpose(-1, -2))
+    elif mode == "chunked":
         q32 = q4.float() * scale
         sc = torch.empty(B, G, R * Sq, Sk, dtype=torch.float32, device=q.device)
         step = max(1, KEY_CHUNK // (B * G * d))
@@ -115,7 +126,9 @@ def _few_queries(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, q_start: int,
         _mask(sc.view(B, G, R, Sq, Sk), bias, causal, q_start)
     p = torch.softmax(sc, dim=-1, dtype=torch.float32)  # one pass over a small [B,G,R·Sq,Sk] block
     del sc
-    if mode == "chunked":
+    if mode == "float32":
+        o = torch.matmul(p, v).to(dtype)
+    elif mode == "chunked":
         acc = torch.zeros(B, G, R * Sq, d, dtype=torch.float32, device=q.device)
         for c0 in range(0, Sk, step):
             c1 = min(Sk, c0 + step)
