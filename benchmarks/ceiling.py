@@ -8,7 +8,9 @@ fraction compares numbers taken seconds apart (other users' load drifts; both fe
 * memory bandwidth: ``dst.copy_(src)`` of 512 MiB float32 (bytes read + written per second),
   and a read-only stream (``src.sum()``), best of 3;
 * matmul FLOP/s: a 4096 × 4096 × 4096 float32 matmul, best of 2.
-Reported: the median fraction over the repeats and the best (the least disturbed).
+Reported: the median fraction over the repeats and the best (the least disturbed). Config key
+"threads" (default: torch's) sets the threads for the ceilings and the stage alike: on a shared
+machine one thread is the steadier measure (a parallel region waits for its slowest thread).
 
 Stages (config "stage"):
 * "backbone": decode steps through ``Transformer.hidden`` + the slot's 1025 lm_head rows + top-k
@@ -173,6 +175,8 @@ def decoder(c: dict[str, Any], repeats: int) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> None:
     args = parser(__doc__).parse_args(argv)
     c = setup(args)
+    if c.get("threads"):  # one thread: immune to another user's process descheduling the second
+        torch.set_num_threads(c["threads"])
     runs = {"backbone": backbone, "superres": superres, "decoder": decoder}[c["stage"]](c, args.repeats)
     fr = sorted(r["fraction"] for r in runs)
     emit({"bench": "ceiling", "config": c, "device": "cpu", "dtype": "float32", "threads": torch.get_num_threads(),

@@ -244,7 +244,8 @@ def ceiling(rs: list[dict[str, Any]]) -> str:
         rows.append([what, work, ceil, f"**{res['fraction_median']:.0%}**", f"{res['fraction_best']:.0%}",
                      f"{res['loadavg_1min']:.1f}"])
     return ("### (g) Close to the limit: real width, CPU float32\n\n"
-            f"One fresh process per stage ({rs[0]['threads']} threads), {len(rs[0]['runs'])} repeats; before each "
+            f"One fresh process per stage ({rs[0]['threads']} thread{'s' if rs[0]['threads'] > 1 else ''}), "
+            f"{len(rs[0]['runs'])} repeats; before each "
             "repeat the process measures this machine's ceilings, so each fraction compares numbers taken seconds "
             "apart (benchmarks/ceiling.py). The columns show the median repeat; best = the least disturbed.\n\n"
             + table(["stage", "work (median repeat)", "ceiling (same repeat)", "fraction (median)", "best",
@@ -272,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         parts.append(load_peak(rs))
     if (rs := load("ceiling", d)):
         parts.append(ceiling(rs))
+    if (rs := load("ceiling_1thread", d)):
+        parts.append(ceiling(rs).replace("### (g) Close to the limit", "### (g') Close to the limit, one thread"))
     (RESULTS / f"RESULTS-{d}.md").write_text("\n".join(parts))
     print("\n".join(parts))
     return 0

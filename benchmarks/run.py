@@ -38,6 +38,7 @@ SUITES: dict[str, tuple[str, list[dict[str, Any]], int]] = {
                                 for d in ("float16", "float32") for ld in ("before", "engine")], 1),
     "ceiling": ("ceiling", [{"stage": "backbone", "position": 1024}, {"stage": "backbone", "position": 16384},
                             {"stage": "superres"}, {"stage": "decoder"}], 3),
+    "ceiling_1thread": ("ceiling", [{"stage": s, "threads": 1} for s in ("backbone", "superres", "decoder")], 3),
     "real": ("real_width", [{"stage": "backbone", "minutes": 2, "dtype": "float32"},
                             {"stage": "superres", "minutes": 2, "layers_run": 2, "dtype": "float32"}], 1),
 }
