@@ -23,8 +23,8 @@ from torch import Tensor
 
 SCORE_BUDGET = 1 << 28  # float32 elements of one block's scores: 1 GiB
 # On the CPU a block's scores should stay in the last-level cache while the softmax passes over
-# them: 16 MiB blocks made a real-width super-res layer's attention 1.7x faster than 1024-query
-# blocks (S = 3 917, 32 heads: 33 queries per block; benchmarks/results/ceiling-cpu.json).
+# them: 16 MiB blocks (S = 3 917, 32 heads: 33 queries) made a real-width super-res layer's
+# attention 1.5x faster than 1024-query blocks (4.0 → 2.7 s, one thread, 32 MiB L3 here).
 CPU_SCORE_BLOCK = 1 << 22
 DECODE_QUERIES = 16  # calls with at most this many queries take the decode path
 KEY_CHUNK = 1 << 20  # CPU decode: float32 elements of the K or V slice converted at a time (4 MiB)
