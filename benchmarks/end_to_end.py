@@ -10,17 +10,21 @@ is measured on its own, in this one fresh process.
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
-import time
-from pathlib import Path
-from typing import Any
+from engine.host_memory import tune_host_memory
 
-import torch
+tune_host_memory()  # as `khala generate` does, before torch is imported
 
-from benchmarks.common import emit, parser, peak_rss, reset_peak, setup
-from benchmarks.models import random_state, transformer_config
+import json  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import torch  # noqa: E402
+
+from benchmarks.common import emit, parser, peak_rss, reset_peak, setup  # noqa: E402
+from benchmarks.models import random_state, transformer_config  # noqa: E402
 
 LYRICS = "\n".join(["[verse]", "Walking down the empty road tonight", "Counting every light that passes by",
                     "[chorus]", "Hold on, hold on, the morning's coming soon",

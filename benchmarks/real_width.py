@@ -1,13 +1,11 @@
 """(e) Real width (SPEC §3 / §8), stage by stage, for memory, on CPU.
 
-Config keys: stage ("backbone" | "superres" | "load"), minutes (2), prompt (300),
+Config keys: stage ("backbone" | "superres"), minutes (2), prompt (300),
 layers_run (super-res: run the pass through this many of the 24 layers — per-layer
 activations are freed before the next layer, so the memory peak is the same as the
 full pass; only the time is scaled), decode_steps (16).
 
-* load: write a real-size random backbone in the published format (bf16 safetensors +
-  args JSON) and load it with engine.model.loader.load_transformer in --dtype: resident weights
-  and the load transient.
+(Model loads at real width: benchmarks/load_peak.py.)
 * backbone: engine.stages.backbone.generate_audio_tokens with the KV cache the pipeline
   allocates (prompt + 23 552 positions), prefill + ``decode_steps`` tokens, then cancelled.
   The cache is written once (fill_) right after allocation: on CPU the OS commits zeroed
@@ -17,15 +15,12 @@ full pass; only the time is scaled), decode_steps (16).
 
 from __future__ import annotations
 
-import json
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
 from benchmarks.common import current_rss, emit, parser, peak_rss, reset_peak, setup, torch_dtype
-from benchmarks.models import REAL, random_state, random_transformer, transformer_config
+from benchmarks.models import REAL, random_transformer, transformer_config
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,32 +39,6 @@ def main(argv: list[str] | None = None) -> None:
            "rss_start": current_rss(), "frames": frames, "threads": torch.get_num_threads(),
            "estimate_stage": getattr(est, kind).run + est.overhead,
            "estimate_load": getattr(est, kind).weights + getattr(est, kind).load + est.overhead, "estimate_weights": getattr(est, kind).weights}
-    if stage == "load":
-        from safetensors.torch import save_file
-
-        from engine.model.config import megatron_args_for
-        from engine.model.loader import load_transformer
-        folder = Path(tempfile.mkdtemp(prefix="khala-real-"))
-        st, js = folder / "khala_backbone.safetensors", folder / "backbone_megatron_args.json"
-        save_file(random_state(cfg, torch.bfloat16), str(st))
-        js.write_text(json.dumps(megatron_args_for(cfg)))
-        import gc
-        gc.collect()
-        res["rss_after_write"] = current_rss()
-        reset_peak()
-        t = time.perf_counter()
-        model = load_transformer(st, js, args.device, dtype)
-        res.update(load_s=time.perf_counter() - t, load_peak=peak_rss(), rss_loaded=current_rss(),
-                   file_bytes=st.stat().st_size)
-        with torch.inference_mode():  # a tensor whose dtype is the file's may still be a lazy view of the
-            for p in model.parameters():  # mapped file: read every weight once, as a forward would
-                p.view(-1)[:: 4096 // p.element_size()].float().sum()
-        res.update(rss_touched=current_rss(), touch_peak=peak_rss())
-        st.unlink()
-        js.unlink()
-        folder.rmdir()
-        emit(res)
-        return
     model = random_transformer(cfg, args.device, dtype)
     res["rss_loaded"] = current_rss()
     if stage == "backbone":

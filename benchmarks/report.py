@@ -201,20 +201,55 @@ def real(rs: list[dict[str, Any]], device: str) -> str:
         st = e.superres if r["stage"] == "superres" else e.backbone
         r["estimate_stage"], r["estimate_weights"] = st.run + e.overhead, st.weights
         r["estimate_load"] = st.weights + st.load + e.overhead
-        if r["stage"] == "load":
-            rows.append([f"backbone load (engine loader, bf16 file → {r['dtype']}), weights then touched",
-                         r["dtype"], f"{r.get('rss_touched', r['rss_loaded']) / GB:.2f}",
-                         f"{max(r['load_peak'], r.get('touch_peak', 0)) / GB:.2f}",
-                         f"{r['estimate_load'] / GB:.2f} ({r['estimate_load'] / max(r['load_peak'], r.get('touch_peak', 1)):.2f}×)",
-                         f"load {r['load_s']:.1f} s; RSS right after load {r['rss_loaded'] / GB:.2f} GB"])
-        else:
-            extra = (f"cache {r['cache_bytes'] / GB:.2f} GB for {r['cache_positions']} positions; "
-                     f"{r['decode_s_per_token']:.2f} s/token" if r["stage"] == "backbone" else
-                     f"S={r['S']}, {r['layers_run']} of 24 layers run; full pass ≈ {r['est_full_pass_s']:.0f} s")
-            rows.append([r["stage"], r["dtype"], f"{r['rss_loaded'] / GB:.2f}", f"{r['stage_peak'] / GB:.2f}",
-                         f"{r['estimate_stage'] / GB:.2f} ({r['estimate_stage'] / r['stage_peak']:.2f}×)", extra])
+        extra = (f"cache {r['cache_bytes'] / GB:.2f} GB for {r['cache_positions']} positions; "
+                 f"{r['decode_s_per_token']:.2f} s/token" if r["stage"] == "backbone" else
+                 f"S={r['S']}, {r['layers_run']} of 24 layers run; full pass ≈ {r['est_full_pass_s']:.0f} s")
+        rows.append([r["stage"], r["dtype"], f"{r['rss_loaded'] / GB:.2f}", f"{r['stage_peak'] / GB:.2f}",
+                     f"{r['estimate_stage'] / GB:.2f} ({r['estimate_stage'] / r['stage_peak']:.2f}×)", extra])
     return ("### (e) Real width (SPEC §3), stage by stage, for memory\n\n"
             + table(["stage", "dtype", "resident GB", "peak GB", "estimate GB", "notes"], rows) + "\n")
+
+
+def load_peak(rs: list[dict[str, Any]]) -> str:
+    rows = [[r["config"]["kind"], r["dtype"], "engine (plain reads, 16 MiB slices)" if r["config"]["loader"] == "engine"
+             else "before (mapped file)", f"{r['peak'] / GB:.2f}", f"{r['weights'] / GB:.2f}",
+             f"{(r['peak'] - r['weights'] - r['rss_start']) / GB:.2f}",
+             f"{r['estimate'] / GB:.2f} ({r['estimate'] / r['peak']:.2f}×)" if r["config"]["loader"] == "engine" else "-",
+             f"{r['load_s']:.1f}"] for r in rs]
+    return ("### (f) Model load at real width (bf16 file, CPU), whole process\n\n"
+            "Fresh process per row (benchmarks/load_peak.py); peak = VmHWM of the whole process, runtime "
+            f"({rs[0]['rss_start'] / GB:.2f} GB after imports) included; transient = peak − weights − that.\n\n"
+            + table(["model", "to", "loader", "peak GB", "weights GB", "transient GB", "estimate GB", "load s"], rows)
+            + "\n")
+
+
+def ceiling(rs: list[dict[str, Any]]) -> str:
+    rows = []
+    for res in rs:
+        runs = sorted(res["runs"], key=lambda r: r["fraction"])
+        r = runs[len(runs) // 2]  # the median repeat
+        c = r["ceiling"]
+        if res["config"]["stage"] == "backbone":
+            what = f"backbone decode, position {res['config'].get('position', 1024):,}"
+            work = (f"{r['bytes_per_token'] / 1e9:.2f} GB/token in {r['s_per_token'] * 1000:.0f} ms → "
+                    f"{r['achieved_Bps'] / 1e9:.1f} GB/s")
+            ceil = f"copy {c['copy_Bps'] / 1e9:.1f} GB/s (read-only {c['read_Bps'] / 1e9:.1f})"
+        else:
+            sup = res["config"]["stage"] == "superres"
+            what = (f"super-res pass, S = {r['S']:,} ({r['layers_run']} of 24 layers run)" if sup
+                    else f"decoder, {r['frames']} frames")
+            sec, flops = (r["s_per_pass_run"], r["flops_run"]) if sup else (r["s"], r["flops"])
+            work = f"{flops / 1e9:.0f} GFLOP in {sec:.1f} s → {r['achieved_flops'] / 1e9:.1f} GFLOP/s"
+            ceil = f"matmul {c['matmul_flops'] / 1e9:.1f} GFLOP/s"
+        rows.append([what, work, ceil, f"**{res['fraction_median']:.0%}**", f"{res['fraction_best']:.0%}",
+                     f"{res['loadavg_1min']:.1f}"])
+    return ("### (g) Close to the limit: real width, CPU float32\n\n"
+            f"One fresh process per stage ({rs[0]['threads']} thread{'s' if rs[0]['threads'] > 1 else ''}), "
+            f"{len(rs[0]['runs'])} repeats; before each "
+            "repeat the process measures this machine's ceilings, so each fraction compares numbers taken seconds "
+            "apart (benchmarks/ceiling.py). The columns show the median repeat; best = the least disturbed.\n\n"
+            + table(["stage", "work (median repeat)", "ceiling (same repeat)", "fraction (median)", "best",
+                     "load avg"], rows) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,9 +267,14 @@ def main(argv: list[str] | None = None) -> int:
         parts.append(decoder(rtf, mem, d))
     if (rs := load("e2e", d)):
         parts.append(e2e(rs, d))
-    rs = [r for r in (load("real", d) or []) if r["stage"] != "load"] + (load("real_load", d) or [])
-    if rs:
+    if (rs := [r for r in (load("real", d) or []) if r["stage"] != "load"]):
         parts.append(real(rs, d))
+    if (rs := load("real_load", d)):
+        parts.append(load_peak(rs))
+    if (rs := load("ceiling", d)):
+        parts.append(ceiling(rs))
+    if (rs := load("ceiling_1thread", d)):
+        parts.append(ceiling(rs).replace("### (g) Close to the limit", "### (g') Close to the limit, one thread"))
     (RESULTS / f"RESULTS-{d}.md").write_text("\n".join(parts))
     print("\n".join(parts))
     return 0

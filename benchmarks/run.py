@@ -34,7 +34,11 @@ SUITES: dict[str, tuple[str, list[dict[str, Any]], int]] = {
     "decoder_long": ("decoder_bench", [{"n_filters": 192, "frames": 768, "mode": "mem"}], 1),
     "decoder_fix": ("decoder_bench", [{"n_filters": 192, "frames": 384, "mode": "mem", "sub": 128, "halo": 16}], 1),
     "e2e": ("end_to_end", [{"minutes": 2}], 1),
-    "real_load": ("real_width", [{"stage": "load", "dtype": "bfloat16"}, {"stage": "load", "dtype": "float16"}], 1),
+    "real_load": ("load_peak", [{"kind": k, "dtype": d, "loader": ld} for k in ("backbone", "superres")
+                                for d in ("float16", "float32") for ld in ("before", "engine")], 1),
+    "ceiling": ("ceiling", [{"stage": "backbone", "position": 1024}, {"stage": "backbone", "position": 16384},
+                            {"stage": "superres"}, {"stage": "decoder"}], 3),
+    "ceiling_1thread": ("ceiling", [{"stage": s, "threads": 1} for s in ("backbone", "superres", "decoder")], 3),
     "real": ("real_width", [{"stage": "backbone", "minutes": 2, "dtype": "float32"},
                             {"stage": "superres", "minutes": 2, "layers_run": 2, "dtype": "float32"}], 1),
 }

@@ -6,12 +6,16 @@ time, so the peak is the largest stage plus a fixed runtime overhead:
 
 * backbone: weights + the static KV cache, preallocated for prompt + max new tokens
   (the upstream cap 23 552 unless the request sets ``max_tokens``) + prefill/decode
-  working memory (query-chunked attention scores, MLP intermediates);
+  working memory (query-chunked attention scores, MLP intermediates); N variations
+  decode as N rows of one batch: cache and activations × N;
 * super-res: weights + one non-causal pass at S = prompt + frames (scores are
-  O(block · S) per head, never S²);
+  O(block · S) per head, never S²), one variation at a time unless batched;
 * decoder (float32 on every device, as upstream, unless KHALA_DECODER_DTYPE says otherwise):
   weights + one decoder window (window + 2 halo frames × 2048 samples) through the last,
-  widest-in-samples block, whose live activations were measured (benchmarks/).
+  widest-in-samples block, whose live activations were measured (benchmarks/); every
+  variation's song stays in memory until all are decoded.
+* a model load: the weights + one 16 MiB read slice (engine/model/loader.py reads the file
+  with plain reads, nothing mapped).
 
 The working-memory multipliers were fitted to peaks measured in fresh processes
 (benchmarks/results/); the README's "Performance" section lists estimate/measured.
@@ -34,9 +38,14 @@ DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "half": 2, "bfl
 DEFAULT_DTYPE = {"mps": "float16", "cuda": "bfloat16", "cpu": "float32"}
 GIB = 1024**3
 
-# Copies of engine/attention.py's and engine/codec.py's values (they import torch; a test keeps these equal).
+# Copies of engine/model/attention.py's, engine/model/loader.py's and engine/stages/codec.py's values
+# (they import torch; a test keeps these equal).
 SCORE_BUDGET = 1 << 28  # float32 elements of one attention block's scores
+CPU_SCORE_BLOCK = 1 << 22  # the same on the CPU (sized for its cache)
 ATTN_BLOCK = 1024
+DECODE_QUERIES = 16  # attention calls with at most this many queries read a narrow K/V cache as stored
+KEY_CHUNK = 1 << 20  # float32 elements of one converted K/V slice in such calls (CPU)
+READ_CHUNK_BYTES = 16 << 20  # the loader's read + conversion slice
 CHUNK_FRAMES = 1920
 # Frames per call of the convolutional decoder: engine/codec.py decodes each chunk in
 # WINDOW_FRAMES windows with HALO_FRAMES of context on each side (a test keeps these equal).
@@ -122,7 +131,7 @@ class StageMemory:
     weights: int
     state: int  # KV cache / token table / output buffer: lives for the whole stage
     work: int  # transient working memory at the stage's worst moment
-    load: int = 0  # transient on top of the weights while they load (mapped file pages, a converted copy)
+    load: int = 0  # transient on top of the weights while they load (the loader's read slice)
 
     @property
     def run(self) -> int:
@@ -145,6 +154,7 @@ class MemoryEstimate:
     prompt_tokens: int
     cache_positions: int
     frames: int
+    variations: int = 1
 
     @property
     def stages(self) -> dict[str, StageMemory]:
@@ -188,70 +198,86 @@ def guess_prompt_tokens(request: Any) -> int:
     return min(BACKBONE_PROMPT_CAP, 32 + math.ceil(chars / 3.5))
 
 
-def attention_work(q_len: int, k_len: int, s: TransformerShape, b: int, *, causal: bool) -> int:
-    """One query block's float32 scores (softmax in place, so one buffer; + the causal mask),
-    the float32 query copy and output, and the float32 K/V copies when the dtype is narrower."""
-    block = max(1, min(ATTN_BLOCK, SCORE_BUDGET // max(1, s.heads * k_len)))
-    rows = min(block, q_len)
-    scores = rows * s.heads * k_len * 4 + (rows * k_len if causal else 0)
-    kv32 = 2 * s.groups * k_len * s.head_dim * 4 if b < 4 else 0
-    return scores + kv32 + q_len * s.heads * s.head_dim * (4 + b)
+def attention_work(q_len: int, k_len: int, s: TransformerShape, b: int, *, causal: bool, rows: int = 1,
+                   budget: int = SCORE_BUDGET) -> int:
+    """One query block's float32 scores (softmax in place, so one buffer; + the causal mask), the
+    float32 query copy and output, and the float32 K/V copies when the dtype is narrower. A decode
+    step (few queries) against a narrow cache copies no K/V (one KEY_CHUNK slice on the CPU) and
+    its small score block is soft-maxed out of place (two buffers)."""
+    block = max(1, min(ATTN_BLOCK, budget // max(1, rows * s.heads * k_len)))
+    n = min(block, q_len)
+    few = b < 4 and q_len <= DECODE_QUERIES
+    scores = rows * n * s.heads * k_len * 4 * (2 if few else 1) + (n * k_len if causal else 0)
+    kv32 = 0 if b >= 4 else KEY_CHUNK * 4 if few else rows * 2 * s.groups * k_len * s.head_dim * 4
+    return scores + kv32 + rows * q_len * s.heads * s.head_dim * (4 + b)
 
 
-def layer_work(q_len: int, k_len: int, s: TransformerShape, b: int, *, causal: bool) -> int:
-    """Worst moment inside one layer: the residual stream plus max(attention, MLP) intermediates."""
-    stream = q_len * s.hidden * (3 * b + 2 * 4)  # x, h, normed; float32 norm temporaries
-    qkv = q_len * (s.heads + 2 * s.groups) * s.head_dim * b * 2  # q, k, v and their RoPE copies
-    mlp = q_len * s.ffn * b * 4  # gate, up, silu(gate), product
-    return stream + max(qkv + attention_work(q_len, k_len, s, b, causal=causal), mlp)
+def layer_work(q_len: int, k_len: int, s: TransformerShape, b: int, *, causal: bool, rows: int = 1,
+               budget: int = SCORE_BUDGET) -> int:
+    """Worst moment inside one layer: the residual stream plus max(attention, MLP) intermediates
+    for ``rows`` sequences of q_len queries each."""
+    stream = rows * q_len * s.hidden * (3 * b + 2 * 4)  # x, h, normed; float32 norm temporaries
+    qkv = rows * q_len * (s.heads + 2 * s.groups) * s.head_dim * b * 2  # q, k, v and their RoPE copies
+    mlp = rows * q_len * s.ffn * b * 4  # gate, up, silu(gate), product
+    return stream + max(qkv + attention_work(q_len, k_len, s, b, causal=causal, rows=rows, budget=budget), mlp)
 
 
-def transformer_load(s: TransformerShape, lazy: bool) -> int:
-    """Transient while loading (engine/loader.py): the bf16 file is memory-mapped and every page read
-    stays resident until the file is closed, next to the converted (or device) copies — measured at
-    real width, bf16 file → fp16: peak = weights + file size. None when a bf16 model stays on the
-    CPU: its tensors are the mapped file itself (benchmarks/real_width.py, stage "load")."""
-    return 0 if lazy else s.params * 2
+def transformer_load(s: TransformerShape) -> int:
+    """Transient on top of the weights while a transformer loads (engine/model/loader.py): one read
+    slice; the file is read with plain reads, so its pages are the OS's cache, not this process's
+    (measured at real width: benchmarks/load_peak.py)."""
+    return READ_CHUNK_BYTES
 
 
-def backbone_memory(s: TransformerShape, b: int, prompt: int, max_new: int, lazy: bool = False) -> StageMemory:
+def backbone_memory(s: TransformerShape, b: int, prompt: int, max_new: int, rows: int = 1,
+                    budget: int = SCORE_BUDGET) -> StageMemory:
+    """``rows`` variations decoded as one batch (one cache row each); ``budget``: scores per block."""
     positions = prompt + max_new
-    cache = 2 * s.layers * s.groups * positions * s.head_dim * b
-    prefill = layer_work(prompt, prompt, s, b, causal=True)
-    decode = layer_work(1, positions, s, b, causal=True)
-    rows = 2 * 1025 * s.hidden * b + max_new * 8  # per-slot lm_head rows, token buffer
-    return StageMemory(s.params * b, cache + rows, max(prefill, decode), transformer_load(s, lazy))
+    cache = rows * 2 * s.layers * s.groups * positions * s.head_dim * b
+    prefill = layer_work(prompt, prompt, s, b, causal=True, rows=rows, budget=budget)
+    decode = layer_work(1, positions, s, b, causal=True, rows=rows)
+    slots = 2 * 1025 * s.hidden * b + rows * max_new * 8  # per-slot lm_head rows, token buffer
+    return StageMemory(s.params * b, cache + slots, max(prefill, decode), transformer_load(s))
 
 
-def superres_memory(s: TransformerShape, b: int, text: int, frames: int, lazy: bool = False) -> StageMemory:
+def superres_memory(s: TransformerShape, b: int, text: int, frames: int, rows: int = 1,
+                    budget: int = SCORE_BUDGET) -> StageMemory:
+    """``rows`` variations expanded at once (1: one after another); ``budget``: scores per block."""
     S = text + frames
-    tokens = S * 64 * 8
-    embed = S * s.hidden * b * 3
-    logits = frames * 1024 * 4 * 3  # float32 logits, top-k and softmax
-    work = max(layer_work(S, S, s, b, causal=False), embed) + S * s.hidden * b + logits
-    return StageMemory(s.params * b, tokens, work, transformer_load(s, lazy))
+    tokens = rows * S * 64 * 8
+    embed = rows * S * s.hidden * b * 3
+    logits = rows * frames * 1024 * 4 * 3  # float32 logits, top-k and softmax
+    work = max(layer_work(S, S, s, b, causal=False, rows=rows, budget=budget), embed) + rows * S * s.hidden * b + logits
+    return StageMemory(s.params * b, tokens, work, transformer_load(s))
 
 
 def decoder_dtype_bytes() -> int:
     return DTYPE_BYTES.get(os.environ.get("KHALA_DECODER_DTYPE") or "float32", 4)
 
 
-def decoder_memory(d: DecoderShape, b: int, frames: int) -> StageMemory:
+def decoder_memory(d: DecoderShape, b: int, frames: int, rows: int = 1, songs: int = 1) -> StageMemory:
+    """``rows`` variations decoded at once; ``songs`` decoded songs held until the last is done."""
     chunk = min(frames, CHUNK_FRAMES, DECODER_WINDOW_FRAMES)
     samples = chunk * SAMPLES_PER_FRAME
-    act = d.channels[-1] * samples * b
-    out = d.out_channel * frames * SAMPLES_PER_FRAME * 4 * 2  # the song (float32, host) + one chunk copy
+    act = rows * d.channels[-1] * samples * b
+    song = d.out_channel * frames * SAMPLES_PER_FRAME * 4  # float32, on the host
+    out = max(songs, rows) * song + rows * song  # the songs + one chunk copy per row in flight
     load = d.params * 4 * 2  # engine/codec.py: mapped float32 file + weight-norm-folded float32 copy
     return StageMemory(d.params * b, out, int(DECODER_LIVE_ACTIVATIONS * act), load)
 
 
+BATCHED = ("backbone",)  # stages that run every variation at once (the others: one after another)
+
+
 def estimate_peak_bytes(request: Any, *, device: str, dtype: str, backbone_cfg: Any = None,
                         superres_cfg: Any = None, decoder_cfg: Any = None, prompt_tokens: int | None = None,
-                        superres_prompt_tokens: int | None = None, frames: int | None = None) -> MemoryEstimate:
+                        superres_prompt_tokens: int | None = None, frames: int | None = None,
+                        variations: int | None = None, batched: tuple[str, ...] = BATCHED) -> MemoryEstimate:
     """Per-stage and peak bytes for ``request`` (an engine.request.SongRequest) on ``device`` in ``dtype``.
 
     Frames default to the expected length of the requested duration (what super-res and
     the decoder then allocate); the backbone's KV cache is what the pipeline preallocates.
+    variations: N (default: the request's); the stages named in ``batched`` hold all N at once.
     """
     kind = device_kind(device)
     b = dtype_bytes(dtype, kind)
@@ -263,13 +289,17 @@ def estimate_peak_bytes(request: Any, *, device: str, dtype: str, backbone_cfg: 
     max_new = getattr(request, "max_tokens", None) or UPSTREAM_TOKEN_CAP
     n_frames = frames if frames is not None else min(expected_frames(request.minutes), max_new // 2)
     n_frames = max(1, n_frames)
-    lazy = kind == "cpu" and (dtype or "").removeprefix("torch.").lower() in ("bfloat16", "bf16")
+    n = max(1, int(variations if variations is not None else getattr(request, "variations", 1) or 1))
+
+    def rows(stage: str) -> int:
+        return n if stage in batched else 1
+    budget = CPU_SCORE_BLOCK if kind == "cpu" else SCORE_BUDGET
     return MemoryEstimate(
-        backbone=backbone_memory(bb, b, prompt, max_new, lazy),
-        superres=superres_memory(sr, b, text, n_frames, lazy),
-        decoder=decoder_memory(dec, decoder_dtype_bytes(), n_frames),
+        backbone=backbone_memory(bb, b, prompt, max_new, rows("backbone"), budget),
+        superres=superres_memory(sr, b, text, n_frames, rows("superres"), budget),
+        decoder=decoder_memory(dec, decoder_dtype_bytes(), n_frames, rows("decoder"), songs=n),
         overhead=OVERHEAD[kind], device=kind, dtype=(dtype or "auto"), prompt_tokens=prompt,
-        cache_positions=prompt + max_new, frames=n_frames)
+        cache_positions=prompt + max_new, frames=n_frames, variations=n)
 
 
 def total_memory_bytes() -> int | None:

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,3 +97,92 @@ def test_config_mismatch_is_a_shape_error_and_bad_args_a_config_error(folder, tm
     p.write_text(json.dumps(a))
     with pytest.raises(ConfigError, match="normalization"):
         load_transformer(st, p, "cpu", torch.float32)
+
+
+# ---- slice-by-slice reads: exact values, every file dtype, no mapped file, peak near the model --------
+
+@pytest.mark.parametrize("file_dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_exact_values_across_read_slices(folder, tmp_path, monkeypatch, file_dtype, dtype):
+    import engine.model.loader as loader
+    st, args = _damaged(folder, tmp_path, lambda sd: sd.update({k: v.to(file_dtype) for k, v in sd.items()}))
+    monkeypatch.setattr(loader, "READ_CHUNK_BYTES", 1000)  # odd slices: most tensors span several
+    m = load_transformer(st, args, "cpu", dtype)
+    raw = load_file(str(st))
+    for name, t in m.state_dict().items():
+        assert t.dtype == dtype and t.is_contiguous()
+        assert torch.equal(t, raw[name].to(dtype)), name
+
+
+def test_integer_tensor_refused(folder, tmp_path):
+    st, args = _damaged(folder, tmp_path, lambda sd: sd.update(
+        {"layers.0.attn.q_proj.bias": sd["layers.0.attn.q_proj.bias"].to(torch.int32)}))
+    with pytest.raises(WeightsError, match=r"layers\.0\.attn\.q_proj\.bias.*I32.*floating point"):
+        load_transformer(st, args, "cpu", torch.float32)
+
+
+def test_file_shorter_than_its_header_says_while_reading(folder, monkeypatch):
+    """Past the header check (e.g. the file shrank meanwhile): a clear error naming file and tensor."""
+    import engine.model.loader as loader
+    st, args = paths(folder)
+    real = loader._data_offsets
+    size = st.stat().st_size
+
+    def shifted(path):
+        o = real(path)
+        a, b = o["norm.weight"]
+        o["norm.weight"] = (size - 4, size - 4 + b - a)
+        return o
+    monkeypatch.setattr(loader, "_data_offsets", shifted)
+    with pytest.raises(WeightsError, match=r"khala_backbone\.safetensors.*norm\.weight.*ends before"):
+        load_transformer(st, args, "cpu", torch.float32)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_file_not_mapped_while_data_is_read(folder, monkeypatch):
+    import engine.model.loader as loader
+    st, args = paths(folder)
+    seen = []
+    real = loader._read_tensor
+
+    def spy(*a, **kw):
+        seen.append(str(st.resolve()) in Path("/proc/self/maps").read_text())
+        return real(*a, **kw)
+    monkeypatch.setattr(loader, "_read_tensor", spy)
+    load_transformer(st, args, "cpu", torch.float16)
+    assert seen and not any(seen)
+
+
+LOAD_PEAK = """
+import sys, torch
+from engine.model.loader import load_transformer
+def kib(key):
+    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key + ':')) * 1024
+before = kib('VmRSS')
+open('/proc/self/clear_refs', 'w').write('5')
+m = load_transformer(sys.argv[1], sys.argv[2], 'cpu', getattr(torch, sys.argv[3]))
+print(kib('VmHWM') - before, sum(p.numel() * p.element_size() for p in m.parameters()))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to reset VmHWM")
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_load_peak_is_the_model_not_model_plus_file(tmp_path, dtype):
+    """A 140 MB bf16 file, loaded in a fresh process: the load's resident growth stays near the
+    model's size (a mapped file would add its 140 MB until closed)."""
+    import subprocess
+    import sys
+
+    from engine.model.config import ModelConfig, megatron_args_for
+    from engine.testing.tiny_transformer import tiny_state_dict
+    cfg = ModelConfig(hidden_size=256, num_layers=2, num_heads=4, num_kv_groups=2, head_dim=64, ffn_hidden_size=512,
+                      norm_eps=1e-6, rope_base=5e5, vocab_size=130304, padded_vocab_size=130432, max_positions=4096)
+    st, args = tmp_path / "khala_backbone.safetensors", tmp_path / "backbone_megatron_args.json"
+    save_file(tiny_state_dict(cfg), str(st))
+    args.write_text(json.dumps(megatron_args_for(cfg)))
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", LOAD_PEAK, str(st), str(args), dtype], cwd=root,
+                         capture_output=True, text=True, timeout=120, check=True)
+    growth, model = map(int, out.stdout.split())
+    file_bytes = st.stat().st_size
+    assert growth < model + file_bytes / 4, (growth, model, file_bytes)

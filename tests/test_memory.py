@@ -50,7 +50,7 @@ def test_monotone_in_dtype_size() -> None:
     bf = estimate_peak_bytes(req(), device="cpu", dtype="bfloat16")
     full = estimate_peak_bytes(req(), device="cpu", dtype="float32")
     assert max(half.peak, bf.peak) < full.peak
-    assert bf.peak <= half.peak  # on CPU a bf16 model stays mapped to its bf16 file: no load copy
+    assert bf.peak == half.peak  # same bytes per weight; the loader reads either way (nothing stays mapped)
     for name in ("backbone", "superres"):  # the decoder runs in float32 whatever the dtype
         assert half.stages[name].weights * 2 == full.stages[name].weights
         assert half.stages[name].total < full.stages[name].total
@@ -131,6 +131,10 @@ def test_estimate_follows_the_codec_window_and_float32_decoder(monkeypatch) -> N
     import engine.model.attention as attention
     assert (memory.CODEC_WINDOW_FRAMES, memory.CODEC_HALO_FRAMES) == (codec.WINDOW_FRAMES, codec.HALO_FRAMES)
     assert memory.CHUNK_FRAMES == codec.CHUNK_FRAMES and memory.SCORE_BUDGET == attention.SCORE_BUDGET
+    assert (memory.DECODE_QUERIES, memory.KEY_CHUNK) == (attention.DECODE_QUERIES, attention.KEY_CHUNK)
+    assert memory.CPU_SCORE_BLOCK == attention.CPU_SCORE_BLOCK
+    import engine.model.loader as loader
+    assert memory.READ_CHUNK_BYTES == loader.READ_CHUNK_BYTES
     assert memory.ATTN_BLOCK == inspect.signature(attention.attention).parameters["block_size"].default
     monkeypatch.delenv("KHALA_DECODER_DTYPE", raising=False)
     request = SongRequest(tags="Pop", instrumental=True, minutes=2)
@@ -139,3 +143,38 @@ def test_estimate_follows_the_codec_window_and_float32_decoder(monkeypatch) -> N
     assert fp16.decoder == fp32.decoder  # the decoder's dtype does not follow the transformers'
     monkeypatch.setenv("KHALA_DECODER_DTYPE", "float16")
     assert memory.estimate_peak_bytes(request, device="mps", dtype="float16").decoder.weights * 2 == fp16.decoder.weights
+
+
+def test_variations_multiply_what_runs_at_once() -> None:
+    """N variations: the batched backbone holds N cache rows and N rows of activations; super-res
+    runs one variation at a time unless batched; every song is held until the last is decoded."""
+    one = estimate_peak_bytes(req(), device="mps", dtype="float16", prompt_tokens=300)
+    assert one.variations == 1
+    two = estimate_peak_bytes(req(), device="mps", dtype="float16", prompt_tokens=300, variations=2)
+    cache = 2 * 24 * 8 * 64 * 2 * (300 + 23552)
+    assert two.variations == 2 and two.backbone.weights == one.backbone.weights
+    assert two.backbone.state - one.backbone.state >= cache  # a second cache row
+    assert 1.9 * one.backbone.work < two.backbone.work <= 2 * one.backbone.work
+    assert two.superres == one.superres
+    song = 2 * one.frames * 2048 * 4
+    assert two.decoder.state == one.decoder.state + song and two.decoder.work == one.decoder.work
+    both = estimate_peak_bytes(req(), device="mps", dtype="float16", prompt_tokens=300, variations=2,
+                               batched=("backbone", "superres"))
+    assert both.superres.state == 2 * one.superres.state and both.superres.work > 1.9 * one.superres.work
+    from_request = estimate_peak_bytes(req(variations=2), device="mps", dtype="float16", prompt_tokens=300)
+    assert from_request == two
+    assert estimate_peak_bytes(req(variations=2), device="mps", dtype="float16", prompt_tokens=300,
+                               variations=1) == one
+
+
+def test_decode_step_against_a_narrow_cache_counts_no_float32_copy() -> None:
+    """At 23 852 positions a float32 copy of one layer's K and V would be 98 MB; a decode step
+    against an fp16 cache now holds only a 4 MiB slice and the score block."""
+    import engine.memory as memory
+    s = REAL_BACKBONE
+    work16 = memory.attention_work(1, 23852, s, 2, causal=True)
+    work32 = memory.attention_work(1, 23852, s, 4, causal=True)
+    assert 2 * 32 * 23852 * 4 + memory.KEY_CHUNK * 4 < work16 < 2 * 8 * 23852 * 64 * 4 / 8  # vs the old copy
+    prefill16 = memory.attention_work(300, 300, s, 2, causal=True)
+    assert prefill16 >= 2 * 8 * 300 * 64 * 4  # many queries: K/V still converted once per call
+    assert work32 > 0

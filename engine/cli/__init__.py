@@ -87,6 +87,8 @@ def print_version() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from engine.host_memory import tune_host_memory
+    tune_host_memory()  # before torch is imported (issue 12: peak memory and page faults on Linux)
     parser = build_parser()
     args = parser.parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
