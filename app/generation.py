@@ -217,8 +217,7 @@ class GenerationController(QObject):
             return False
         remote = bool(self.settings.server_url)
         if check_memory and not remote:
-            warning = (memory_check.memory_warning(request, self.weights_dir) if continuation is None else
-                       memory_check.continuation_warning(request, self.weights_dir, continuation.cut_frame))
+            warning = memory_check.song_warning(request, self.weights_dir, continuation)
             if warning:
                 self.message.emit(warning, "warn")
                 self.memory_warning.emit(request, warning, continuation)
@@ -306,6 +305,10 @@ class GenerationController(QObject):
         self.current, self.last_preview = item, None
         self.tracker = ProgressTracker(max(request.variations, TRACKS_PER_JOB) if remote else request.variations)
         preview_every = None if remote else PREVIEW_EVERY_S
+        if preview_every and memory_check.song_warning(request, self.weights_dir, item.continuation, preview=True):
+            preview_every = None  # the decoder beside the backbone would not fit: the song comes first
+            self.log.emit("Rough previews are off for this song: with them it would need more memory than "
+                          "this Mac has.")
         self.job = Job(generation_work(self.provider, self.target, request, self.settings.songs_dir,
                                        self.settings.audio_format, item.continuation, preview_every), self)
         self.job.event.connect(self._on_event)

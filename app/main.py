@@ -10,6 +10,9 @@ from pathlib import Path
 # The MPS seatbelt, before anything imports engine.pipeline (and so torch, which reads it as it
 # loads): an op that Metal lacks runs on the CPU instead of stopping the song. A user's value is kept.
 os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+from engine.host_memory import tune_host_memory  # noqa: E402 - torch-free; Linux/glibc only
+
+tune_host_memory()  # before torch loads (the engine runs in this process, on the job's thread)
 
 from app import paths  # noqa: E402
 from app.generation import PipelineProvider, real_pipeline_factory  # noqa: E402

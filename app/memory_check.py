@@ -40,9 +40,11 @@ def model_shapes(weights_dir: Path | None) -> dict[str, Any]:
         return {}
 
 
-def memory_warning(request: SongRequest, weights_dir: Path | None, prompt_tokens: int | None = None) -> str | None:
-    """engine.memory's one-line warning for this request on this machine, or None."""
-    extra: dict[str, Any] = dict(model_shapes(weights_dir))
+def memory_warning(request: SongRequest, weights_dir: Path | None, prompt_tokens: int | None = None,
+                   preview: bool = False) -> str | None:
+    """engine.memory's one-line warning for this request on this machine (its variations batched;
+    ``preview``: with the rough preview's decoder beside the backbone), or None."""
+    extra: dict[str, Any] = dict(model_shapes(weights_dir), preview=preview)
     if prompt_tokens:
         extra["prompt_tokens"] = prompt_tokens
     try:
@@ -51,7 +53,8 @@ def memory_warning(request: SongRequest, weights_dir: Path | None, prompt_tokens
         return None
 
 
-def continuation_warning(request: SongRequest, weights_dir: Path | None, prefix_frames: int) -> str | None:
+def continuation_warning(request: SongRequest, weights_dir: Path | None, prefix_frames: int,
+                         preview: bool = False) -> str | None:
     """The same warning for a song that keeps ``prefix_frames`` frames of another (extend, regenerate from
     a point): the backbone prefills them with the prompt (2 tokens each) and keeps them in its cache
     beside up to the cap's remaining room of new tokens; super-res and the decoder see the whole song."""
@@ -61,7 +64,15 @@ def continuation_warning(request: SongRequest, weights_dir: Path | None, prefix_
         new = min(request.max_tokens or room, room)
         frames = prefix_frames + min(max(expected_tokens(request.minutes) - 2 * prefix_frames, 2), new) // 2
         extra: dict[str, Any] = dict(model_shapes(weights_dir), prompt_tokens=prompt + 2 * prefix_frames,
-                                     superres_prompt_tokens=min(prompt, SUPERRES_CAP), frames=frames)
+                                     superres_prompt_tokens=min(prompt, SUPERRES_CAP), frames=frames, preview=preview)
         return memory.memory_warning(replace(request, max_tokens=new), DEVICE, DTYPE, **extra)
     except Exception:  # noqa: BLE001 - an estimate that fails must not stop a song
         return None
+
+
+def song_warning(request: SongRequest, weights_dir: Path | None, continuation: Any = None,
+                 preview: bool = False) -> str | None:
+    """The warning for a song as the app runs it: a new one, or one continuing ``continuation``."""
+    if continuation is None:
+        return memory_warning(request, weights_dir, preview=preview)
+    return continuation_warning(request, weights_dir, continuation.cut_frame, preview=preview)

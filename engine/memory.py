@@ -269,15 +269,21 @@ def decoder_memory(d: DecoderShape, b: int, frames: int, rows: int = 1, songs: i
 BATCHED = ("backbone",)  # stages that run every variation at once (the others: one after another)
 
 
+PREVIEW_WINDOW_FRAMES = 64  # engine/stages/preview.py's decode window (tied by a test)
+
+
 def estimate_peak_bytes(request: Any, *, device: str, dtype: str, backbone_cfg: Any = None,
                         superres_cfg: Any = None, decoder_cfg: Any = None, prompt_tokens: int | None = None,
                         superres_prompt_tokens: int | None = None, frames: int | None = None,
-                        variations: int | None = None, batched: tuple[str, ...] = BATCHED) -> MemoryEstimate:
+                        variations: int | None = None, batched: tuple[str, ...] = BATCHED,
+                        preview: bool = False) -> MemoryEstimate:
     """Per-stage and peak bytes for ``request`` (an engine.request.SongRequest) on ``device`` in ``dtype``.
 
     Frames default to the expected length of the requested duration (what super-res and
     the decoder then allocate); the backbone's KV cache is what the pipeline preallocates.
     variations: N (default: the request's); the stages named in ``batched`` hold all N at once.
+    preview: rough previews are on, so the decoder is resident during the backbone and decodes one
+    window of coarse frames at a time beside it (engine/stages/preview.py).
     """
     kind = device_kind(device)
     b = dtype_bytes(dtype, kind)
@@ -294,8 +300,13 @@ def estimate_peak_bytes(request: Any, *, device: str, dtype: str, backbone_cfg: 
     def rows(stage: str) -> int:
         return n if stage in batched else 1
     budget = CPU_SCORE_BLOCK if kind == "cpu" else SCORE_BUDGET
+    backbone = backbone_memory(bb, b, prompt, max_new, rows("backbone"), budget)
+    if preview:
+        window = decoder_memory(dec, decoder_dtype_bytes(), min(n_frames, PREVIEW_WINDOW_FRAMES))
+        backbone = StageMemory(backbone.weights + window.weights, backbone.state + n_frames * SAMPLES_PER_FRAME * 2 * 4,
+                               max(backbone.work, window.work), backbone.load)
     return MemoryEstimate(
-        backbone=backbone_memory(bb, b, prompt, max_new, rows("backbone"), budget),
+        backbone=backbone,
         superres=superres_memory(sr, b, text, n_frames, rows("superres"), budget),
         decoder=decoder_memory(dec, decoder_dtype_bytes(), n_frames, rows("decoder"), songs=n),
         overhead=OVERHEAD[kind], device=kind, dtype=(dtype or "auto"), prompt_tokens=prompt,

@@ -298,7 +298,7 @@ def extra_shots(window, tray, work: Path, shot, pump) -> None:
     dialog.reject()
     from app import memory_check
 
-    memory_check.memory_warning = lambda request, folder: (
+    memory_check.memory_warning = lambda request, folder, **kw: (
         "This song needs about 20.5 GB of memory at its peak (decoder); this machine has 16.0 GB, so it "
         "may swap heavily or fail. Close other apps or choose a shorter song.")
     window.compose.picker.set_tags(["Lo-fi", "Piano"])

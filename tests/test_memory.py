@@ -133,6 +133,8 @@ def test_estimate_follows_the_codec_window_and_float32_decoder(monkeypatch) -> N
     assert memory.CHUNK_FRAMES == codec.CHUNK_FRAMES and memory.SCORE_BUDGET == attention.SCORE_BUDGET
     assert (memory.DECODE_QUERIES, memory.KEY_CHUNK) == (attention.DECODE_QUERIES, attention.KEY_CHUNK)
     assert memory.CPU_SCORE_BLOCK == attention.CPU_SCORE_BLOCK
+    import engine.stages.preview as preview
+    assert memory.PREVIEW_WINDOW_FRAMES == preview.PREVIEW_WINDOW_FRAMES
     import engine.model.loader as loader
     assert memory.READ_CHUNK_BYTES == loader.READ_CHUNK_BYTES
     assert memory.ATTN_BLOCK == inspect.signature(attention.attention).parameters["block_size"].default
@@ -178,3 +180,16 @@ def test_decode_step_against_a_narrow_cache_counts_no_float32_copy() -> None:
     prefill16 = memory.attention_work(300, 300, s, 2, causal=True)
     assert prefill16 >= 2 * 8 * 300 * 64 * 4  # many queries: K/V still converted once per call
     assert work32 > 0
+
+
+def test_previews_keep_the_decoder_beside_the_backbone() -> None:
+    """With rough previews on, the backbone stage holds the decoder's weights and one preview window too."""
+    from engine.memory import REAL_DECODER, estimate_peak_bytes
+    from engine.request import SongRequest
+
+    request = SongRequest(tags="Pop", instrumental=True, minutes=2)
+    plain = estimate_peak_bytes(request, device="mps", dtype="float16")
+    with_preview = estimate_peak_bytes(request, device="mps", dtype="float16", preview=True)
+    grew = with_preview.backbone.run - plain.backbone.run
+    assert grew >= REAL_DECODER.params * 4  # the float32 decoder's weights, at least
+    assert with_preview.superres == plain.superres and with_preview.decoder == plain.decoder

@@ -30,16 +30,20 @@ import torch
 from engine.errors import NonFiniteError
 from engine.events import CancelToken, Event, Log, Preview
 from engine.request import SAMPLE_RATE, SAMPLES_PER_FRAME
-from engine.stages.codec import HALO_FRAMES, WINDOW_FRAMES, decode_coarse
+from engine.stages.codec import HALO_FRAMES, decode_coarse
 
 FRAMES_PER_SECOND = SAMPLE_RATE / SAMPLES_PER_FRAME
 PREVIEW_BUDGET = 0.12  # share of the backbone stage's time previews may take (issue 15 asks ≥ 85 % token rate)
 WARMUP_FRAMES = 32  # the first seconds-per-frame figure comes from a decode this long (zeros)
 WARMUP_MARGIN = 1.5  # until a real piece is timed, its cost is assumed this much above the warm-up's
+# Frames per decoder call of a preview: a sixth of the song decode's window (codec.WINDOW_FRAMES = 384),
+# so the decoder kept beside the backbone needs ~0.5 GB of activations at real width, not ~3 GB;
+# the halo's extra work (2 × 16 of every 64 + 32 frames decoded) is a preview's to pay.
+PREVIEW_WINDOW_FRAMES = 64
 
 
 def piece_frames(ready: int, allowance_s: float, seconds_per_frame: float, min_piece: int, budget: float,
-                 halo: int = HALO_FRAMES, window: int = WINDOW_FRAMES) -> int:
+                 halo: int = HALO_FRAMES, window: int = PREVIEW_WINDOW_FRAMES) -> int:
     """How many of the ``ready`` frames to decode now: all of them if the budget allows, else as many
     as it does; 0 when that is fewer than ``min_piece``.
 
@@ -85,7 +89,7 @@ class Previewer:
         overestimate, as it includes first-call set-up), so the first piece already fits the budget."""
         start = self.clock()
         try:
-            decode_coarse(self.decoder, torch.zeros(WARMUP_FRAMES, 2, dtype=torch.long))
+            decode_coarse(self.decoder, torch.zeros(WARMUP_FRAMES, 2, dtype=torch.long), window=PREVIEW_WINDOW_FRAMES)
         except NonFiniteError as error:
             yield self._off(error)
         self.seconds_per_frame = WARMUP_MARGIN * (self.clock() - start) / WARMUP_FRAMES
@@ -118,7 +122,7 @@ class Previewer:
         """At the end of the stage: whatever the budget held back, in pieces of at least ``every_s``
         (a Preview after each), the last one ending at the song's last frame."""
         total = coarse.shape[0]
-        step = max(self.min_piece, WINDOW_FRAMES)
+        step = max(self.min_piece, PREVIEW_WINDOW_FRAMES)
         while self.enabled and self.frames < total:
             begin = self.clock()
             stop = total if total - self.frames <= step + self.min_piece else self.frames + step
@@ -129,12 +133,13 @@ class Previewer:
         start = self.frames
         t0 = self.clock()
         try:
-            audio = decode_coarse(self.decoder, coarse, start=start, stop=stop, cancel=cancel)
+            audio = decode_coarse(self.decoder, coarse, start=start, stop=stop, cancel=cancel,
+                                  window=PREVIEW_WINDOW_FRAMES)
         except NonFiniteError as error:
             yield self._off(error)
             return
         seconds, frames = self._decoded
-        windows = -(-(stop - start) // WINDOW_FRAMES)
+        windows = -(-(stop - start) // PREVIEW_WINDOW_FRAMES)
         self._decoded = (seconds + self.clock() - t0, frames + (stop - start) + 2 * HALO_FRAMES * windows)
         self.seconds_per_frame = self._decoded[0] / self._decoded[1]
         self._write(start, audio.numpy())

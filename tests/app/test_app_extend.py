@@ -155,7 +155,8 @@ def test_memory_check_counts_the_kept_part_and_generate_anyway_keeps_the_continu
     rec = w.library.get(added.args[0])
     asked = []
     monkeypatch.setattr("app.memory_check.continuation_warning",
-                        lambda request, folder, prefix: asked.append((request, prefix)) or "Needs 99 GB.")
+                        lambda request, folder, prefix, preview=False: (None if preview else asked.append((request, prefix)))
+                        or "Needs 99 GB.")
     recording = RecordingPipeline(w.pipelines[0])
     w.controller.provider._pipeline = recording
     assert not extend.extend_song(w, rec, 1)

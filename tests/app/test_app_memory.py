@@ -17,7 +17,8 @@ def _button(box: QMessageBox, text: str):
 def test_warning_is_inline_and_generate_anyway_starts(qtbot, fake_window, monkeypatch):
     w = fake_window
     asked = []
-    monkeypatch.setattr("app.memory_check.memory_warning", lambda request, folder: asked.append(request) or WARNING)
+    monkeypatch.setattr("app.memory_check.memory_warning",  # the song's own check (the preview's is not asked)
+                        lambda request, folder, preview=False, **kw: (None if preview else asked.append(request)) or WARNING)
     fill_compose(w)
     w.generate()
     assert w.job is None and w.status.text() == WARNING and w.status.property("level") == "warn"
@@ -32,7 +33,7 @@ def test_warning_is_inline_and_generate_anyway_starts(qtbot, fake_window, monkey
 
 def test_cancel_in_the_warning_starts_nothing(qtbot, fake_window, monkeypatch):
     w = fake_window
-    monkeypatch.setattr("app.memory_check.memory_warning", lambda request, folder: WARNING)
+    monkeypatch.setattr("app.memory_check.memory_warning", lambda request, folder, **kw: WARNING)
     fill_compose(w)
     w.generate()
     qtbot.mouseClick(w.memory_box.button(QMessageBox.StandardButton.Cancel), Qt.MouseButton.LeftButton)
@@ -68,3 +69,20 @@ def test_helper_never_stops_a_song_when_the_estimate_fails(real_memory_check, mo
 
     monkeypatch.setattr(memory, "memory_warning", broken)
     assert real_memory_check.memory_warning(SongRequest(tags="Pop"), None) is None
+
+
+def test_previews_are_turned_off_when_only_they_would_not_fit(qtbot, fake_window, monkeypatch):
+    """A song that fits, but not with the preview's decoder beside the backbone, starts without a
+    question and without previews, and says why."""
+    from conftest import fill_compose
+
+    monkeypatch.setattr("app.memory_check.memory_warning",
+                        lambda request, folder, preview=False, **kw: WARNING if preview else None)
+    logs: list[str] = []
+    fake_window.controller.log.connect(logs.append)
+    fill_compose(fake_window)
+    fake_window.generate()
+    assert fake_window.memory_box is None and fake_window.job is not None
+    qtbot.waitUntil(lambda: fake_window.job is None, timeout=15_000)
+    assert fake_window.pipelines[0].options[0].get("preview_every") is None
+    assert any("Rough previews are off" in text for text in logs)
