@@ -34,6 +34,8 @@ SUITES: dict[str, tuple[str, list[dict[str, Any]], int]] = {
     "decoder_long": ("decoder_bench", [{"n_filters": 192, "frames": 768, "mode": "mem"}], 1),
     "decoder_fix": ("decoder_bench", [{"n_filters": 192, "frames": 384, "mode": "mem", "sub": 128, "halo": 16}], 1),
     "e2e": ("end_to_end", [{"minutes": 2}], 1),
+    "batch": ("batch", [{"variations": n, "new_tokens": 2048, "hidden": 256, "layers": 4, "threads": t}
+                        for t in (1, 0) for n in (1, 2, 4)], 5),
     "real_load": ("load_peak", [{"kind": k, "dtype": d, "loader": ld} for k in ("backbone", "superres")
                                 for d in ("float16", "float32") for ld in ("before", "engine")], 1),
     "ceiling": ("ceiling", [{"stage": "backbone", "position": 1024}, {"stage": "backbone", "position": 16384},

@@ -15,6 +15,7 @@ from engine.model.attention import attention
 from engine.model.config import ModelConfig
 from engine.model.embedding import MultiCodebookEmbedding
 from engine.model.kv_cache import KVCache
+from engine.model.linear import Linear, linear
 
 
 class RMSNorm(nn.Module):
@@ -51,10 +52,10 @@ class Attention(nn.Module):
         super().__init__()
         H, N, G, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_groups, cfg.head_dim
         self.n_heads, self.n_groups, self.head_dim = N, G, d
-        self.q_proj = nn.Linear(H, N * d)
-        self.k_proj = nn.Linear(H, G * d)
-        self.v_proj = nn.Linear(H, G * d)
-        self.o_proj = nn.Linear(N * d, H)
+        self.q_proj = Linear(H, N * d)
+        self.k_proj = Linear(H, G * d)
+        self.v_proj = Linear(H, G * d)
+        self.o_proj = Linear(N * d, H)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, *, layer: int, cache: KVCache | None,
                 causal: bool, key_padding_mask: Tensor | None, block_size: int) -> Tensor:
@@ -77,9 +78,9 @@ class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         H, F_ = cfg.hidden_size, cfg.ffn_hidden_size
-        self.gate_proj = nn.Linear(H, F_)
-        self.up_proj = nn.Linear(H, F_)
-        self.down_proj = nn.Linear(F_, H)
+        self.gate_proj = Linear(H, F_)
+        self.up_proj = Linear(H, F_)
+        self.down_proj = Linear(F_, H)
 
     def forward(self, x: Tensor) -> Tensor:
         gate = self.gate_proj(x) + self.gate_proj.bias  # W x + 2b: the trained model adds fc1's bias twice
@@ -131,7 +132,7 @@ class Transformer(nn.Module):
 
     def logits_slice(self, hidden: Tensor, start: int, stop: int) -> Tensor:
         """float32 logits of token ids start..stop-1 only: hidden · lm_head.weight[start:stop]ᵀ."""
-        return F.linear(hidden, self.lm_head.weight[start:stop]).float()
+        return linear(hidden, self.lm_head.weight[start:stop]).float()
 
     def forward(self, tokens: Tensor, positions: Tensor | int = 0, **kw) -> Tensor:
         return self.logits_slice(self.hidden(tokens, positions, **kw), 0, self.cfg.vocab_size)

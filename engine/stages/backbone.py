@@ -27,7 +27,7 @@ from torch import Tensor
 
 from engine.errors import ConfigError, NonFiniteError
 from engine.events import BACKBONE, CancelToken, Progress, drain
-from engine.model.sampling import sample_top_k
+from engine.model.sampling import sample_top_k_rows
 from engine.model.transformer import Transformer
 from engine.prompt.special_tokens import AUDIO_BASE, EOS
 from engine.prompt.special_tokens import CODEBOOK_SIZE as CODEBOOK
@@ -147,10 +147,7 @@ class BackboneRun:
         return [self._result(row, n) for row in range(B)]
 
     def _sample(self, logits: Tensor) -> Tensor:
-        if self.temperature == 0 or self.top_k == 1:
-            return logits.argmax(dim=-1)
-        return torch.cat([sample_top_k(logits[i:i + 1], self.top_k, self.temperature, g)
-                          for i, g in enumerate(self.generators)])
+        return sample_top_k_rows(logits, self.top_k, self.temperature, self.generators)
 
     def _check(self, n: int, bad: Tensor) -> bool:
         """One host sync: EOS positions in [checked, n) of every row, and the non-finite flag.
