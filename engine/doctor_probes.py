@@ -28,6 +28,7 @@ from engine.device import synchronize
 from engine.doctor_report import NEAR_TIE_NATS, Parity, fallback_ops_in
 from engine.events import CancelToken, Progress, drain
 from engine.model.kv_cache import KVCache
+from engine.model.linear import linear
 from engine.model.transformer import Transformer
 from engine.prompt.special_tokens import AUDIO_BASE
 from engine.prompt.special_tokens import CODEBOOK_SIZE as CODEBOOK
@@ -77,7 +78,7 @@ def slot_logits(model: Transformer, hidden: Tensor, start: int, stop: int) -> Te
     weight = model.lm_head.weight
     if hidden.dtype == weight.dtype:
         return model.logits_slice(hidden, start, stop)
-    return F.linear(hidden, weight[start:stop].to(hidden.dtype)).float()
+    return linear(hidden, weight[start:stop].to(hidden.dtype)).float()
 
 
 # -- non-finite values -----------------------------------------------------------------------------

@@ -134,7 +134,9 @@ def write_events(args: argparse.Namespace, events) -> None:
                 if args.codes_out is not None and event.codes is not None:
                     write_npy_atomic(variation_path(args.codes_out, event.variation), np.asarray(event.codes, np.int16))
                 if bar is not None:
-                    bar.log(f"wrote {saved.audio_path} ({event.seconds:.1f} s, seed {event.metadata.get('seed')})")
+                    seed = event.metadata.get("seed")
+                    bar.log(f"wrote {saved.audio_path} ({event.seconds:.1f} s, "
+                            f"{'seed chosen by the server' if seed is None else f'seed {seed}'})")
     finally:
         if bar is not None:
             bar.finish_line()

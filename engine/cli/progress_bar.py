@@ -9,6 +9,7 @@ from typing import TextIO
 from engine.events import BACKBONE, DECODE, SUPERRES
 
 MIN_REDRAW_S = 0.1
+MIN_RATE_S = 1.0  # a rate over less time than this (or a server's first jump) says nothing yet
 UNITS = {BACKBONE: "tok", SUPERRES: "pass", DECODE: "chunk"}
 
 
@@ -18,36 +19,41 @@ def format_eta(seconds: float) -> str:
 
 
 class ProgressBar:
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 28) -> None:
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None, width: int = 28) -> None:
+        self.stream = stream or sys.stderr  # looked up per bar: sys.stderr may be replaced after import
         self.width = width
         self.stage = ""
         self.started = time.monotonic()
         self._dirty = False
         self._drawn_at = 0.0
+        self._first: tuple[float, int] | None = None  # (time, count) of the stage's first update
 
     def stage_started(self, name: str, variation: int | None = None) -> None:
         self.finish_line()
         self.stage = name
         self.started = time.monotonic()
+        self._first = None
         suffix = f" (variation {variation + 1})" if variation else ""
         self.stream.write(f"» {name.replace('_', ' ')}{suffix}\n")
         self.stream.flush()
 
     def update(self, done: int, total: int) -> None:
         now = time.monotonic()
+        if self._first is None:
+            self._first = (now, done)
         if done < total and now - self._drawn_at < MIN_REDRAW_S:
             return
         self._drawn_at = now
         total = max(total, 1)
-        frac = min(done / total, 1.0)
-        elapsed = now - self.started
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (total - done) / rate if rate > 0 else 0.0
-        filled = int(frac * self.width)
+        filled = int(min(done / total, 1.0) * self.width)
         unit = UNITS.get(self.stage, "")
-        line = (f"\r  [{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} {unit} "
-                f"{rate:6.1f} {unit}/s  ETA {format_eta(eta)} ")
+        t0, done0 = self._first
+        if now - t0 >= MIN_RATE_S and done > done0:
+            rate = (done - done0) / (now - t0)  # counted from the first update: a resumed or remote
+            speed = f"{rate:6.1f} {unit}/s  ETA {format_eta((total - done) / rate)}"  # stage may start high
+        else:
+            speed = f"{'--':>6} {unit}/s  ETA -:--"
+        line = f"\r  [{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} {unit} {speed} "
         self.stream.write(line)
         self.stream.flush()
         self._dirty = True

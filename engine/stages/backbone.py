@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import Generator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from engine.errors import ConfigError, NonFiniteError
 from engine.events import BACKBONE, CancelToken, Progress, drain
+from engine.model.linear import linear
 from engine.model.sampling import sample_top_k_rows
 from engine.model.transformer import Transformer
 from engine.prompt.special_tokens import AUDIO_BASE, EOS
@@ -135,7 +135,7 @@ class BackboneRun:
             if n > self.start:
                 h = model.hidden(out[:, n - 1:n], P + n - 1, cache=cache)[:, -1]  # [B,H]
             slot = n % 2
-            logits = F.linear(h, slot_rows[slot]).float()  # [B,1025]
+            logits = linear(h, slot_rows[slot]).float()  # [B,1025]
             bad |= ~torch.isfinite(logits).all(dim=-1)
             out[:, n] = ids[slot][self._sample(logits)]
             n += 1

@@ -171,6 +171,16 @@ def fake_window(qtbot, settings, tmp_path, monkeypatch):
     window.player.stop()
 
 
+def generate_one(qtbot, window, **compose):
+    """Compose a song (``fill_compose``'s defaults, or ``compose``), generate it in ``window`` and
+    return its library record."""
+    fill_compose(window, **compose)
+    with qtbot.waitSignal(window.song_added, timeout=60_000) as added:
+        window.generate()
+    qtbot.waitUntil(lambda: window.job is None, timeout=30_000)
+    return window.library.get(added.args[0])
+
+
 def fill_compose(window, tags=("Pop", "Piano"), lyrics="[Verse]\nhello world", instrumental=False) -> None:
     panel = window.compose
     panel.picker.set_tags(list(tags))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from conftest import fill_compose
+from conftest import generate_one
 
 
 def _action(window, text: str):
@@ -34,11 +34,7 @@ def real_window(qtbot, settings, tiny_weights, monkeypatch):
 
 
 def make_song(qtbot, w, **compose) -> int:
-    fill_compose(w, **compose)
-    with qtbot.waitSignal(w.song_added, timeout=60_000) as added:
-        w.generate()
-    qtbot.waitUntil(lambda: w.job is None, timeout=30_000)
-    return added.args[0]
+    return generate_one(qtbot, w, **compose).id
 
 
 def select(w, song_id: int) -> None:
@@ -119,11 +115,7 @@ def test_regenerate_from_here_uses_the_player_position(qtbot, real_window):
 
 def test_a_song_without_codes_cannot_be_extended(qtbot, fake_window):
     w = fake_window
-    fill_compose(w)
-    with qtbot.waitSignal(w.song_added, timeout=15_000) as added:
-        w.generate()
-    qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
-    rec = w.library.get(added.args[0])
+    rec = generate_one(qtbot, w)
     Path(f"{rec.audio_path}.codes.npy").unlink()
     select(w, rec.id)
     _action(w, "Extend…").trigger()
@@ -148,11 +140,7 @@ def test_memory_check_counts_the_kept_part_and_generate_anyway_keeps_the_continu
     from app import extend
 
     w = fake_window
-    fill_compose(w)
-    with qtbot.waitSignal(w.song_added, timeout=15_000) as added:
-        w.generate()
-    qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
-    rec = w.library.get(added.args[0])
+    rec = generate_one(qtbot, w)
     asked = []
     monkeypatch.setattr("app.memory_check.continuation_warning",
                         lambda request, folder, prefix, preview=False: (None if preview else asked.append((request, prefix)))
@@ -191,12 +179,9 @@ def test_extend_needs_this_macs_engine(qtbot, fake_window):
     from app import extend
 
     w = fake_window
-    fill_compose(w)
-    with qtbot.waitSignal(w.song_added, timeout=15_000) as added:
-        w.generate()
-    qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
+    rec = generate_one(qtbot, w)
     w.settings.server_url = "http://127.0.0.1:9"
-    assert not extend.extend_song(w, w.library.get(added.args[0]), 1)
+    assert not extend.extend_song(w, rec, 1)
     assert "needs this Mac's engine" in w.status.text() and w.list.delegate.cut_marks == {}
     assert w.memory_box is None and w.job is None  # refused before the memory question
 

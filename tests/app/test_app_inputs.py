@@ -18,7 +18,7 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QFontMetrics
 from PySide6.QtWidgets import QApplication
 
-from conftest import fill_compose
+from conftest import generate_one
 from engine.request import NO_LYRICS_LEFT, NO_META
 from tokenizer_files import llama32_tokenizer_json
 
@@ -321,12 +321,9 @@ def test_now_playing_marker_leaves_a_song_that_failed_to_play(qtbot, fake_window
     from app.player import player as player_module
 
     w = fake_window
-    fill_compose(w)
-    with qtbot.waitSignal(w.song_added, timeout=15_000) as added:
-        w.generate()
-    qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
+    rec = generate_one(qtbot, w)
     monkeypatch.setattr(player_module, "_sounddevice", lambda: _NoDeviceSoundDevice())
-    w.play_row(w.model.row_of(added.args[0]))
+    w.play_row(w.model.row_of(rec.id))
     assert w.status.text() == player_module.NO_DEVICE
     assert w.player.song_id is None and w.list.delegate.playing_id is None and not w.player.playing
 

@@ -24,14 +24,10 @@ def _best_correlation(raw: bytes, expected: np.ndarray) -> float:
 
 
 def test_play_sends_samples_to_portaudio(qtbot, fake_window):
-    from conftest import fill_compose
+    from conftest import generate_one
 
     w = fake_window
-    fill_compose(w)
-    with qtbot.waitSignal(w.song_added, timeout=15_000) as added:
-        w.generate()
-    qtbot.waitUntil(lambda: w.job is None, timeout=10_000)
-    rec = w.library.get(added.args[0])
+    rec = generate_one(qtbot, w)
     ALSA_OUT.unlink(missing_ok=True)
     w.list.setCurrentIndex(w.model.index(w.model.row_of(rec.id)))
     states: list[bool] = []

@@ -21,14 +21,14 @@ def fast_polling(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(client, "RemotePipeline", lambda url: real(url, **FAST))
 
 
-def generate(url: str, out: Path, *extra: str) -> int:
+def generate(url: str, out: Path, *extra: str, quiet: bool = True) -> int:
     return main(["generate", "--server", url, "--tags", "Pop, Piano", "--instrumental", "--duration", "2",
-                 "--out", str(out), "--quiet", *extra])
+                 "--out", str(out), *(["--quiet"] if quiet else []), *extra])
 
 
 def test_two_tracks_become_song_and_song_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with FakeDispatcher() as d:
-        assert generate(d.url, tmp_path / "song.wav") == 0
+        assert generate(d.url, tmp_path / "song.wav", quiet=False) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["song-2.wav", "song-2.wav.json", "song.wav", "song.wav.json"]  # no codes from a server
     for i, name in enumerate(["song.wav", "song-2.wav"]):
@@ -36,7 +36,9 @@ def test_two_tracks_become_song_and_song_2(tmp_path: Path, capsys: pytest.Captur
         assert sidecar["engine"]["kind"] == "remote" and sidecar["engine"]["server"] == d.url
         assert sidecar["engine"]["track"] == i and sidecar["engine"]["job_id"] and sidecar["codes"] is None
         assert sf.info(str(tmp_path / name)).frames > 0
-    assert "2 songs" in capsys.readouterr().err  # asked for one, the server makes two: said, not hidden
+    out = capsys.readouterr()
+    assert "2 songs" in out.err  # asked for one, the server makes two: said, not hidden
+    assert "seed chosen by the server" in out.out + out.err and "seed None" not in out.out + out.err
 
 
 def test_local_only_flags_are_refused_before_sending(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
