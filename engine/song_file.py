@@ -489,8 +489,11 @@ def check_output(audio_path: Path | str, *, variations: int = 1, seconds: float 
             which = f" (variation {i + 1})" if i else ""
             raise OutputError(f"Cannot write {name[:40]}…{which}: the name is {len(name.encode())} bytes; "
                               f"this file system allows {limit}.")
-    if path.is_dir():
-        raise OutputError(f"Cannot write {path}: it is a folder.")
+    for i in range(variations):
+        audio = variation_path(path, i)
+        for target in (audio, sidecar_path(audio), codes_path(audio)):
+            if target.is_dir():
+                raise OutputError(f"Cannot write {target}: it is a folder.")
     probe = None
     try:
         probe = write_temp(folder, b"")

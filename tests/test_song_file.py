@@ -104,6 +104,16 @@ def test_check_output_knows_what_can_be_known(tmp_path: Path, monkeypatch: pytes
     assert listing(tmp_path) == ["dir.wav", "file"]
 
 
+@pytest.mark.parametrize("blocker", ["s.wav.json", "s.wav.codes.npy", "s-2.wav", "s-2.wav.json"])
+def test_a_folder_in_place_of_any_file_of_the_song_is_refused_before_any_work(tmp_path: Path, blocker: str) -> None:
+    # a folder named like the sidecar once let a whole run finish, then failed the save with a
+    # traceback, leaving the audio, the codes and our journal behind
+    (tmp_path / blocker).mkdir()
+    with pytest.raises(OutputError, match=f"{blocker}: it is a folder"):
+        check_output(tmp_path / "s.wav", variations=2)
+    assert listing(tmp_path) == [blocker]
+
+
 @pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc")
 def test_writability_is_proven_by_a_probe_file() -> None:
     """Even as root, /proc takes no files: the probe says so before any model runs."""
