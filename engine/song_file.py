@@ -382,8 +382,14 @@ class SongOnDisk:
 
     @property
     def codes_path(self) -> Path | None:
+        """The codes the sidecar names, beside the audio; when that file is gone, ``FILE.codes.npy``
+        beside ``FILE`` (a song renamed with its companions still names its old codes)."""
         name = self.sidecar.get("codes")
-        return self.audio_path.with_name(Path(name).name) if isinstance(name, str) and name else None
+        named = self.audio_path.with_name(Path(name).name) if isinstance(name, str) and name else None
+        if named is not None and named.is_file():
+            return named
+        beside = codes_path(self.audio_path)
+        return beside if beside.is_file() else named
 
     @property
     def title(self) -> str:

@@ -236,6 +236,16 @@ def test_read_song_errors_are_one_clear_line(tmp_path: Path) -> None:
         load_codes(read_song(saved.audio_path))
 
 
+def test_a_song_renamed_with_its_companions_can_still_be_extended(tmp_path: Path) -> None:
+    # README: FILE.json and FILE.codes.npy beside FILE; renaming all three (Finder, mv) kept the
+    # old codes name inside the sidecar, and extend said "no saved codes"
+    saved = write_song(song(), tmp_path / "take.wav")
+    for old, new in [(saved.audio_path, "final.wav"), (sidecar_path(saved.audio_path), "final.wav.json"),
+                     (saved.codes_path, "final.wav.codes.npy")]:
+        old.rename(tmp_path / new)
+    assert load_codes(read_song(tmp_path / "final.wav")).shape == (64, 3)
+
+
 def test_legacy_sidecars_are_still_read_and_found(tmp_path: Path) -> None:
     sf.write(str(tmp_path / "old.wav"), np.zeros((4096, 2)), 44_100)
     (tmp_path / "old.json").write_text(json.dumps({"title": "Old", "file": "old.wav", "seed": 3,
