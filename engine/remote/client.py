@@ -41,9 +41,13 @@ def normalise_server_url(url: str) -> str:
     text = str(url).strip()
     if "://" not in text:
         text = "http://" + text
-    parts = urlsplit(text)
     shown = text if len(text) <= 80 else text[:77] + "..."
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(text)
+        hostname = parts.hostname
+    except ValueError:  # "http://[::1": an unclosed or invalid IPv6 bracket
+        hostname = None
+    if not hostname or parts.scheme not in ("http", "https"):
         raise RequestError(f"A Khala server address looks like http://host:8888; got {shown!r}.")
     if parts.username or parts.password:
         raise RequestError("Put no user name or password in the server address: the Khala server "

@@ -268,6 +268,8 @@ def test_server_address_normalised(url: str, expected: str) -> None:
     ("http://host:8888/?x=1", "no '\\?' or '#'"),
     ("http://host:99999", "not a number from 1 to 65535"),
     ("http://", "looks like"),
+    ("http://[::1", "looks like"),  # urlsplit raises ValueError: was a traceback
+    ("http://[not-an-ip]:8888", "looks like"),
 ])
 def test_bad_server_addresses(url: str, words: str) -> None:
     with pytest.raises(RequestError, match=words):
