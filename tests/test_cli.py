@@ -158,3 +158,20 @@ def test_decode_refuses_bad_codes_before_loading(codes: np.ndarray, word: str, t
                  "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert word in err and "codes.npy" in err and "Traceback" not in err and not out.exists()
+
+
+@pytest.mark.parametrize("flag, name", [("decode --out", "a" * 252 + ".wav"), ("generate --codes-out", "c" * 252 + ".npy")])
+def test_an_output_name_over_the_file_system_limit_is_one_line(flag: str, name: str, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    # the 256-byte name once raised OSError [Errno 36] from Path.is_dir(): a traceback
+    np.save(tmp_path / "codes.npy", np.zeros((64, 2), dtype=np.int64))
+    if flag.startswith("decode"):
+        argv = ["decode", "--weights", str(tmp_path / "no-weights"), "--codes", str(tmp_path / "codes.npy"),
+                "--out", str(tmp_path / name)]
+    else:
+        argv = ["generate", "--weights", str(tmp_path / "no-weights"), "--tags", "Pop", "--instrumental",
+                "--out", str(tmp_path / "s.wav"), "--codes-out", str(tmp_path / name)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: Cannot write") and "256 bytes" in err and len(err) < 300
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.npy"]
