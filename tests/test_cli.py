@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -175,3 +176,20 @@ def test_an_output_name_over_the_file_system_limit_is_one_line(flag: str, name: 
     err = capsys.readouterr().err
     assert err.startswith("error: Cannot write") and "256 bytes" in err and len(err) < 300
     assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.npy"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["generate", "--tags", "Pop", "--lyrics-file", "{long}.txt", "--out", "{tmp}/s.wav"],
+    ["generate", "--weights", "{tmp}/{long}", "--tags", "Pop", "--instrumental", "--out", "{tmp}/s.wav"],
+    ["extend", "--weights", "{tmp}", "--song", "{tmp}/{long}.wav", "--out", "{tmp}/s.wav"],
+    ["weights", "verify", "{tmp}/{long}"],
+    ["tiny", "{tmp}/{long}"],
+])
+def test_an_input_name_over_255_bytes_is_one_line(argv: list[str], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    # Path.is_file()/exists() raise OSError [Errno 36] for such a name: it was a traceback
+    long = "e" * 300
+    assert main([a.format(tmp=tmp_path, long=long) for a in argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: The name eeee") and re.search(r"is 30[04] bytes;", err) and len(err) < 200
+    assert list(tmp_path.iterdir()) == []
