@@ -514,5 +514,10 @@ def check_output(audio_path: Path | str, *, variations: int = 1, seconds: float 
     except OSError:
         return
     if free < need:
-        raise OutputError(f"Not enough free space in {folder} for {path.name}: about {need / 1e6:,.0f} MB "
-                          f"needed, {free / 1e6:,.0f} MB free.")
+        raise OutputError(f"Not enough free space in {folder} for {path.name}: about {_size(need)} "
+                          f"needed, {_size(free)} free.")
+
+
+def _size(n: float) -> str:
+    """Bytes in MB, or in kB below 1 MB (a tiny song on a nearly full disk was "0 MB needed, 0 MB free")."""
+    return f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{max(n, 0) / 1e3:,.0f} kB"

@@ -104,6 +104,13 @@ def test_check_output_knows_what_can_be_known(tmp_path: Path, monkeypatch: pytes
     assert listing(tmp_path) == ["dir.wav", "file"]
 
 
+def test_free_space_below_a_megabyte_is_said_in_kilobytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: shutil._ntuple_diskusage(10**9, 10**9 - 148_000, 148_000))
+    with pytest.raises(OutputError, match=r"about [1-9]\d\d kB needed, 148 kB free\."):
+        check_output(tmp_path / "s.wav", seconds=1.0)  # ~265 kB of 24-bit stereo WAV
+
+
 @pytest.mark.parametrize("blocker", ["s.wav.json", "s.wav.codes.npy", "s-2.wav", "s-2.wav.json"])
 def test_a_folder_in_place_of_any_file_of_the_song_is_refused_before_any_work(tmp_path: Path, blocker: str) -> None:
     # a folder named like the sidecar once let a whole run finish, then failed the save with a
