@@ -193,3 +193,17 @@ def test_an_input_name_over_255_bytes_is_one_line(argv: list[str], tmp_path: Pat
     err = capsys.readouterr().err
     assert err.startswith("error: The name eeee") and re.search(r"is 30[04] bytes;", err) and len(err) < 200
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tiny_never_overwrites_a_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # `khala tiny "$(khala weights path | head -1)"` once replaced the downloaded model with noise
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "khala_backbone.safetensors").write_bytes(b"the real 8 GB")
+    assert main(["tiny", str(tmp_path / "w")]) == 1
+    assert "already holds model files (khala_backbone.safetensors)" in capsys.readouterr().err
+    assert (tmp_path / "w" / "khala_backbone.safetensors").read_bytes() == b"the real 8 GB"
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["khala_backbone.safetensors"]
+    (tmp_path / "file").write_text("x")
+    assert main(["tiny", str(tmp_path / "file")]) == 1
+    err = capsys.readouterr().err
+    assert "it is a file, not a folder" in err and "Traceback" not in err
