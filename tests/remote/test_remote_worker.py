@@ -317,8 +317,10 @@ def test_a_host_beyond_loopback_warns_that_there_is_no_authentication(monkeypatc
 def test_command_errors_come_before_serving(tiny_weights: Path, tmp_path: Path) -> None:
     kw = dict(host="127.0.0.1", device=None, dtype=None, out=io.StringIO(), err=io.StringIO(),
               pipeline_factory=_NoPipeline)
-    with pytest.raises(RequestError, match="--max-tokens must be at least 2"):
+    with pytest.raises(RequestError, match="--max-tokens must be from 2 to 23,552; got 1"):
         W.serve(tiny_weights, port=0, max_tokens=1, **kw)
+    with pytest.raises(RequestError, match="--max-tokens must be from 2 to 23,552; got 23553"):
+        W.serve(tiny_weights, port=0, max_tokens=23_553, **kw)  # every song would fail validation
     with pytest.raises(RequestError, match="--port must be from 0 to 65535"):
         W.serve(tiny_weights, port=70000, max_tokens=None, **kw)
     with pytest.raises(WeightsError):
