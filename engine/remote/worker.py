@@ -336,7 +336,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             payload = json.loads(self.rfile.read(int(length)).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: deeply nested arrays
             self._send_json(400, {"status": P.RESULT_ERROR, "error": "The body is not JSON."})
             return
         started = self.worker.start(payload)

@@ -250,6 +250,9 @@ def test_bad_requests_get_clear_answers_and_leave_the_worker_idle(pipeline: Pipe
     with serving(pipeline) as h:
         code, body = h.raw("POST", "/generate", b"{not json")
         assert (code, json.loads(body)) == (400, {"status": "error", "error": "The body is not JSON."})
+        # 400 kB of nesting (under the size limit) was a RecursionError: a traceback and no answer
+        code, body = h.raw("POST", "/generate", b"[" * 200_000 + b"]" * 200_000)
+        assert (code, json.loads(body)) == (400, {"status": "error", "error": "The body is not JSON."})
         code, body = h.raw("POST", "/generate", json.dumps({**PAYLOAD, "duration": "three"}).encode())
         assert code == 200 and json.loads(body) == {
             "status": "error", "error": "Payload field 'duration' must be a whole number; got 'three'."}
