@@ -183,7 +183,7 @@ class RemotePipeline:
     def _not_a_dispatcher(self, cancel: CancelToken) -> str:
         try:
             health = json.loads(self._get(P.HEALTH_PATH, cancel, None, "GET /health").body)
-        except (ServerError, ValueError):
+        except (ServerError, ValueError, RecursionError):
             health = None
         if isinstance(health, dict) and {"status", "phase"} <= set(health):
             return (f"{self.server_url} is a Khala worker, not the dispatcher: use the dispatcher's address "
@@ -397,7 +397,7 @@ class RemotePipeline:
                               f"{': ' + self._detail(reply.body) if reply.body else '.'}")
         try:
             data = json.loads(reply.body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: deep nesting
             raise ServerError(f"The Khala server at {self.server_url} answered {what} with something that is "
                               f"not JSON: {reply.body[:60]!r}.") from None
         missing = [name for name in required if not isinstance(data, dict) or name not in data]
@@ -411,7 +411,7 @@ class RemotePipeline:
         """The message in an error body (FastAPI's ``detail`` or upstream's ``error``), one line."""
         try:
             data = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: deep nesting
             return P.short_server_error(body[:200].decode("utf-8", "replace"))
         if isinstance(data, dict):
             detail = data.get("error") or data.get("detail")

@@ -204,6 +204,34 @@ class _HealthOnly(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class _Nested(BaseHTTPRequestHandler):
+    """A hostile server: every answer is 200 and 400 kB of nested JSON arrays."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _answer(self) -> None:
+        body = b"[" * 200_000 + b"]" * 200_000
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+
+def test_deeply_nested_json_from_a_server_is_one_error() -> None:
+    # json.loads raised RecursionError: a traceback from `khala generate --server`
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Nested)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        _, error = run_until_error(f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert isinstance(error, ServerError) and len(str(error)) < 400
+
+
 def test_pointing_at_a_worker_instead_of_the_dispatcher_is_named() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _HealthOnly)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
