@@ -159,7 +159,7 @@ def _read_journal(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_bytes()[:65536])
         return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 
@@ -399,7 +399,7 @@ class SongOnDisk:
 def _load_sidecar(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_bytes()[: 16 << 20])
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: deeply nested arrays or objects
         return None
     return data if isinstance(data, dict) else None
 

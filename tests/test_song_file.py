@@ -253,6 +253,17 @@ def test_a_song_renamed_with_its_companions_can_still_be_extended(tmp_path: Path
     assert load_codes(read_song(tmp_path / "final.wav")).shape == (64, 3)
 
 
+def test_a_deeply_nested_sidecar_is_a_damaged_one(tmp_path: Path) -> None:
+    # json.loads raised RecursionError: `khala extend` printed a traceback, and a library scan
+    # (find_songs, at every app launch) would stop at such a file
+    saved = write_song(song(), tmp_path / "s.wav")
+    write_song(song(), tmp_path / "t.wav")
+    sidecar_path(saved.audio_path).write_bytes(b"[" * 200_000 + b"]" * 200_000)
+    with pytest.raises(SongFileError, match="s.wav.json is damaged"):
+        read_song(saved.audio_path)
+    assert [found.audio_path.name for found in find_songs(tmp_path)] == ["t.wav"]
+
+
 def test_legacy_sidecars_are_still_read_and_found(tmp_path: Path) -> None:
     sf.write(str(tmp_path / "old.wav"), np.zeros((4096, 2)), 44_100)
     (tmp_path / "old.json").write_text(json.dumps({"title": "Old", "file": "old.wav", "seed": 3,
