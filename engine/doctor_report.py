@@ -202,11 +202,11 @@ class DoctorReport:
         bad = [c for c in self.checks if c.status == FAIL]
         if bad:
             return (f"FAIL: do not trust songs made on {where}. "
-                    + "; ".join(f"{c.name}: {c.detail}" for c in bad[:3]) + ".")
+                    + "; ".join(f"{c.name}: {c.detail.rstrip('.')}" for c in bad[:3]) + ".")
         warns = [c for c in self.checks if c.status == WARN]
         if warns:
             return (f"WARN: songs on {where} will be right, but: "
-                    + "; ".join(f"{c.name}: {c.detail}" for c in warns[:3]) + ".")
+                    + "; ".join(f"{c.name}: {c.detail.rstrip('.')}" for c in warns[:3]) + ".")
         return f"PASS: this machine computes what the model computes on {where}."
 
     def to_dict(self) -> dict[str, Any]:

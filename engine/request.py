@@ -67,8 +67,11 @@ class SongRequest:
             raise RequestError(f"Variations must be from 1 to 4; got {self.variations}.")
         if self.seed is not None and not 0 <= self.seed < 2**63:
             raise RequestError(f"Seed must be a non-negative integer below 2**63; got {self.seed}.")
-        if self.max_tokens is not None and self.max_tokens < 2:
-            raise RequestError(f"Max tokens must be at least 2; got {self.max_tokens}.")
+        if self.seed is not None and self.seed + self.variations - 1 >= 2**63:
+            raise RequestError(f"Seed must be below 2**63 - {self.variations - 1} for {self.variations} variations "
+                               f"(they use consecutive seeds); got {self.seed}.")
+        if self.max_tokens is not None and not 2 <= self.max_tokens <= UPSTREAM_TOKEN_CAP:
+            raise RequestError(f"Max tokens must be from 2 to {UPSTREAM_TOKEN_CAP:,}; got {self.max_tokens}.")
         if not self.describes_song():
             raise RequestError(NO_META)
         if not self.instrumental:

@@ -159,7 +159,7 @@ def _read_journal(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_bytes()[:65536])
         return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 
@@ -382,8 +382,14 @@ class SongOnDisk:
 
     @property
     def codes_path(self) -> Path | None:
+        """The codes the sidecar names, beside the audio; when that file is gone, ``FILE.codes.npy``
+        beside ``FILE`` (a song renamed with its companions still names its old codes)."""
         name = self.sidecar.get("codes")
-        return self.audio_path.with_name(Path(name).name) if isinstance(name, str) and name else None
+        named = self.audio_path.with_name(Path(name).name) if isinstance(name, str) and name else None
+        if named is not None and named.is_file():
+            return named
+        beside = codes_path(self.audio_path)
+        return beside if beside.is_file() else named
 
     @property
     def title(self) -> str:
@@ -393,7 +399,7 @@ class SongOnDisk:
 def _load_sidecar(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_bytes()[: 16 << 20])
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: deeply nested arrays or objects
         return None
     return data if isinstance(data, dict) else None
 
@@ -489,8 +495,11 @@ def check_output(audio_path: Path | str, *, variations: int = 1, seconds: float 
             which = f" (variation {i + 1})" if i else ""
             raise OutputError(f"Cannot write {name[:40]}…{which}: the name is {len(name.encode())} bytes; "
                               f"this file system allows {limit}.")
-    if path.is_dir():
-        raise OutputError(f"Cannot write {path}: it is a folder.")
+    for i in range(variations):
+        audio = variation_path(path, i)
+        for target in (audio, sidecar_path(audio), codes_path(audio)):
+            if target.is_dir():
+                raise OutputError(f"Cannot write {target}: it is a folder.")
     probe = None
     try:
         probe = write_temp(folder, b"")
@@ -505,5 +514,10 @@ def check_output(audio_path: Path | str, *, variations: int = 1, seconds: float 
     except OSError:
         return
     if free < need:
-        raise OutputError(f"Not enough free space in {folder} for {path.name}: about {need / 1e6:,.0f} MB "
-                          f"needed, {free / 1e6:,.0f} MB free.")
+        raise OutputError(f"Not enough free space in {folder} for {path.name}: about {_size(need)} "
+                          f"needed, {_size(free)} free.")
+
+
+def _size(n: float) -> str:
+    """Bytes in MB, or in kB below 1 MB (a tiny song on a nearly full disk was "0 MB needed, 0 MB free")."""
+    return f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{max(n, 0) / 1e3:,.0f} kB"

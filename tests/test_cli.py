@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +159,51 @@ def test_decode_refuses_bad_codes_before_loading(codes: np.ndarray, word: str, t
                  "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert word in err and "codes.npy" in err and "Traceback" not in err and not out.exists()
+
+
+@pytest.mark.parametrize("flag, name", [("decode --out", "a" * 252 + ".wav"), ("generate --codes-out", "c" * 252 + ".npy")])
+def test_an_output_name_over_the_file_system_limit_is_one_line(flag: str, name: str, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    # the 256-byte name once raised OSError [Errno 36] from Path.is_dir(): a traceback
+    np.save(tmp_path / "codes.npy", np.zeros((64, 2), dtype=np.int64))
+    if flag.startswith("decode"):
+        argv = ["decode", "--weights", str(tmp_path / "no-weights"), "--codes", str(tmp_path / "codes.npy"),
+                "--out", str(tmp_path / name)]
+    else:
+        argv = ["generate", "--weights", str(tmp_path / "no-weights"), "--tags", "Pop", "--instrumental",
+                "--out", str(tmp_path / "s.wav"), "--codes-out", str(tmp_path / name)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: Cannot write") and "256 bytes" in err and len(err) < 300
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.npy"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["generate", "--tags", "Pop", "--lyrics-file", "{long}.txt", "--out", "{tmp}/s.wav"],
+    ["generate", "--weights", "{tmp}/{long}", "--tags", "Pop", "--instrumental", "--out", "{tmp}/s.wav"],
+    ["extend", "--weights", "{tmp}", "--song", "{tmp}/{long}.wav", "--out", "{tmp}/s.wav"],
+    ["weights", "verify", "{tmp}/{long}"],
+    ["tiny", "{tmp}/{long}"],
+])
+def test_an_input_name_over_255_bytes_is_one_line(argv: list[str], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    # Path.is_file()/exists() raise OSError [Errno 36] for such a name: it was a traceback
+    long = "e" * 300
+    assert main([a.format(tmp=tmp_path, long=long) for a in argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: The name eeee") and re.search(r"is 30[04] bytes;", err) and len(err) < 200
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tiny_never_overwrites_a_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # `khala tiny "$(khala weights path | head -1)"` once replaced the downloaded model with noise
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "khala_backbone.safetensors").write_bytes(b"the real 8 GB")
+    assert main(["tiny", str(tmp_path / "w")]) == 1
+    assert "already holds model files (khala_backbone.safetensors)" in capsys.readouterr().err
+    assert (tmp_path / "w" / "khala_backbone.safetensors").read_bytes() == b"the real 8 GB"
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["khala_backbone.safetensors"]
+    (tmp_path / "file").write_text("x")
+    assert main(["tiny", str(tmp_path / "file")]) == 1
+    err = capsys.readouterr().err
+    assert "it is a file, not a folder" in err and "Traceback" not in err

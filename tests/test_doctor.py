@@ -255,3 +255,12 @@ def seatbelt(module: str, user_value: str | None) -> str:
 def test_khala_sets_the_mps_fallback_before_torch_loads() -> None:
     assert seatbelt("engine.cli", None) == "[(False, '1')] 1"
     assert seatbelt("engine.cli", "0") == "[] 0"  # the user's own value is kept
+
+
+def test_the_summary_ends_with_one_full_stop_when_a_detail_has_its_own() -> None:
+    # `khala doctor --device tpu` said "…use auto, mps, cuda or cpu.."
+    from engine.doctor_report import Check, DoctorReport
+    report = DoctorReport(device="tpu", dtype="auto", checks=[Check("device", FAIL, "Unknown device 'tpu'.")])
+    assert report.summary.endswith("Unknown device 'tpu'.") and ".." not in report.summary
+    report = DoctorReport(device="cpu", dtype="float32", checks=[Check("speed", WARN, "slow.")])
+    assert report.summary.endswith("speed: slow.") and ".." not in report.summary

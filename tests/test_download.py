@@ -314,3 +314,14 @@ def test_tokenizer_from_hub_when_no_package(hub: FakeHub, tmp_path: Path, monkey
     assert hub.body_bytes("tokenizer.json") == len(hub.files["tokenizer.json"].data)
     assert read_record(tmp_path / "w")["files"]["tokenizer.json"]["sha256"] == hub.files["tokenizer.json"].sha256
     locate_weights(tmp_path / "w")
+
+
+@pytest.mark.parametrize("inside", ["", "sub"])
+def test_a_file_in_place_of_the_folder_is_one_line_before_any_request(hub: FakeHub, tmp_path: Path,
+                                                                       inside: str) -> None:
+    # was FileExistsError / NotADirectoryError from mkdir, after the Hub had been asked
+    song = tmp_path / "song.wav"
+    song.write_bytes(b"my song")
+    with pytest.raises(WeightsError, match="song.wav is a file, not a folder"):
+        fetch(song / inside if inside else song)
+    assert song.read_bytes() == b"my song" and not hub.served()

@@ -7,6 +7,7 @@ ids of the plain Llama-3 BPE (the tokenizers library on the bare text piece).
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -275,6 +276,12 @@ def test_one_huge_line_is_dropped_whole_leaving_the_empty_lyrics_prompt() -> Non
     want = [BOS, ord("x"), EOM, EOM, BOL, EOL] + TAIL2
     assert pair.backbone_ids == pair.superres_ids == want
     assert pair.backbone_dropped_lines == pair.superres_dropped_lines == 1
+
+
+def test_line_counts_in_the_cut_note_have_thousands_separators() -> None:
+    # "dropped the last 39417 of 40000 lyric lines" beside "319,009 tokens"
+    pair = build_prompts(SongRequest(tags="x", lyrics="\n".join(["ab"] * 3000), minutes=2), CountingEncoder())
+    assert re.search(r"dropped the last \d,\d{3} of 3,000 lyric lines", pair.truncated[0]), pair.truncated[0]
 
 
 def test_long_lyrics_cut_both_prompts_with_real_tokenizer(tok: Tokenizer, bpe) -> None:

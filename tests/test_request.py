@@ -55,3 +55,18 @@ def test_defaults_are_the_upstream_ones() -> None:
     # SPEC §5/§6: temperature 1.0, UI top-k 80, super-res top-k fixed at 10
     r = SongRequest()
     assert (r.temperature, r.top_k, r.top_k_superres) == (1.0, 80, 10)
+
+
+def test_max_tokens_over_the_model_cap_is_refused() -> None:
+    # `khala generate --max-tokens 99999999` once tried to allocate a 25 GB KV cache (traceback)
+    from engine.request import UPSTREAM_TOKEN_CAP
+    dataclasses.replace(GOOD, max_tokens=UPSTREAM_TOKEN_CAP).validate()
+    with pytest.raises(RequestError, match="Max tokens must be from 2 to 23,552; got 23553"):
+        dataclasses.replace(GOOD, max_tokens=UPSTREAM_TOKEN_CAP + 1).validate()
+
+
+def test_every_variation_seed_stays_in_range() -> None:
+    # variation i uses seed + i: the last one must still be a seed the request would accept
+    dataclasses.replace(GOOD, seed=2**63 - 2, variations=2).validate()
+    with pytest.raises(RequestError, match="Seed"):
+        dataclasses.replace(GOOD, seed=2**63 - 1, variations=2).validate()

@@ -104,6 +104,23 @@ def test_check_output_knows_what_can_be_known(tmp_path: Path, monkeypatch: pytes
     assert listing(tmp_path) == ["dir.wav", "file"]
 
 
+def test_free_space_below_a_megabyte_is_said_in_kilobytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: shutil._ntuple_diskusage(10**9, 10**9 - 148_000, 148_000))
+    with pytest.raises(OutputError, match=r"about [1-9]\d\d kB needed, 148 kB free\."):
+        check_output(tmp_path / "s.wav", seconds=1.0)  # ~265 kB of 24-bit stereo WAV
+
+
+@pytest.mark.parametrize("blocker", ["s.wav.json", "s.wav.codes.npy", "s-2.wav", "s-2.wav.json"])
+def test_a_folder_in_place_of_any_file_of_the_song_is_refused_before_any_work(tmp_path: Path, blocker: str) -> None:
+    # a folder named like the sidecar once let a whole run finish, then failed the save with a
+    # traceback, leaving the audio, the codes and our journal behind
+    (tmp_path / blocker).mkdir()
+    with pytest.raises(OutputError, match=f"{blocker}: it is a folder"):
+        check_output(tmp_path / "s.wav", variations=2)
+    assert listing(tmp_path) == [blocker]
+
+
 @pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc")
 def test_writability_is_proven_by_a_probe_file() -> None:
     """Even as root, /proc takes no files: the probe says so before any model runs."""
@@ -224,6 +241,27 @@ def test_read_song_errors_are_one_clear_line(tmp_path: Path) -> None:
     np.save(saved.codes_path, np.full((64, 3), 4000, np.int16))
     with pytest.raises(SongFileError, match="outside 0..1023"):
         load_codes(read_song(saved.audio_path))
+
+
+def test_a_song_renamed_with_its_companions_can_still_be_extended(tmp_path: Path) -> None:
+    # README: FILE.json and FILE.codes.npy beside FILE; renaming all three (Finder, mv) kept the
+    # old codes name inside the sidecar, and extend said "no saved codes"
+    saved = write_song(song(), tmp_path / "take.wav")
+    for old, new in [(saved.audio_path, "final.wav"), (sidecar_path(saved.audio_path), "final.wav.json"),
+                     (saved.codes_path, "final.wav.codes.npy")]:
+        old.rename(tmp_path / new)
+    assert load_codes(read_song(tmp_path / "final.wav")).shape == (64, 3)
+
+
+def test_a_deeply_nested_sidecar_is_a_damaged_one(tmp_path: Path) -> None:
+    # json.loads raised RecursionError: `khala extend` printed a traceback, and a library scan
+    # (find_songs, at every app launch) would stop at such a file
+    saved = write_song(song(), tmp_path / "s.wav")
+    write_song(song(), tmp_path / "t.wav")
+    sidecar_path(saved.audio_path).write_bytes(b"[" * 200_000 + b"]" * 200_000)
+    with pytest.raises(SongFileError, match="s.wav.json is damaged"):
+        read_song(saved.audio_path)
+    assert [found.audio_path.name for found in find_songs(tmp_path)] == ["t.wav"]
 
 
 def test_legacy_sidecars_are_still_read_and_found(tmp_path: Path) -> None:

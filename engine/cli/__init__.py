@@ -9,6 +9,7 @@ whose save had already committed is completed, never half-written.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import signal
@@ -115,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_stdout()
         return 0
     except OSError as error:
+        if error.errno == errno.ENAMETOOLONG:  # Path.exists()/is_file() raise it for a name over 255 bytes
+            print(f"error: {_too_long(error)}", file=sys.stderr)
+            return EXIT_ERROR
         if error.errno is None or not _is_stdout_error(error):
             raise
         _quiet_stdout()
@@ -123,6 +127,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _too_long(error: OSError) -> str:
+    """One bounded line for ENAMETOOLONG, naming the first path part over the limit."""
+    path = str(getattr(error, "filename", None) or "")
+    long_parts = [part for part in path.split(os.sep) if len(part.encode()) > 255]
+    part = long_parts[0] if long_parts else path
+    shown = part if len(part) <= 40 else part[:40] + "…"
+    return (f"The name {shown} is {len(part.encode())} bytes; a file or folder name is at most 255 bytes "
+            "on this file system.")
 
 
 def _main_thread() -> bool:

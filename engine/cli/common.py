@@ -69,5 +69,12 @@ def check_output_path(path: Path, suffixes: Sequence[str]) -> None:
         raise OutputError(f"Cannot write {path}: folder {folder} does not exist.")
     if not os.access(folder, os.W_OK):
         raise OutputError(f"Cannot write {path}: folder {folder} is not writable.")
+    try:
+        limit = min(255, os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    size = len(path.name.encode())
+    if size > limit:  # Path.is_dir() would raise OSError (ENAMETOOLONG)
+        raise OutputError(f"Cannot write {path.name[:40]}…: the name is {size} bytes; this file system allows {limit}.")
     if path.is_dir():
         raise OutputError(f"Cannot write {path}: it is a folder.")

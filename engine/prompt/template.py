@@ -145,7 +145,7 @@ def _encode(pieces: Sequence[Piece], encoder: Encoder) -> list[int]:
 
 
 def _lines_word(n: int) -> str:
-    return f"{n} lyric line" + ("" if n == 1 else "s")
+    return f"{n:,} lyric line" + ("" if n == 1 else "s")
 
 
 def _cut(layout: _Layout, encoder: Encoder, cap: int, name: str) -> _Cut:
@@ -179,7 +179,7 @@ def _cut(layout: _Layout, encoder: Encoder, cap: int, name: str) -> _Cut:
         body = [i for ids in line_ids[:keep] for i in [EOL, *ids]] if keep else empty_body
         ids = head + body + tail
         return _Cut(ids, full, dropped, f"{name} prompt is {full:,} tokens, over its cap of {cap:,}: dropped "
-                                        f"the last {dropped} of {_lines_word(_count(layout.lines))} (the duration "
+                                        f"the last {dropped:,} of {_lines_word(_count(layout.lines))} (the duration "
                                         "and the end of the prompt are kept).")
     meta_ids = encoder.encode_text(layout.head[1]) if layout.head[1] else []
     fixed = len(head) - len(meta_ids) + len(empty_body) + len(tail)

@@ -41,9 +41,13 @@ def normalise_server_url(url: str) -> str:
     text = str(url).strip()
     if "://" not in text:
         text = "http://" + text
-    parts = urlsplit(text)
     shown = text if len(text) <= 80 else text[:77] + "..."
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(text)
+        hostname = parts.hostname
+    except ValueError:  # "http://[::1": an unclosed or invalid IPv6 bracket
+        hostname = None
+    if not hostname or parts.scheme not in ("http", "https"):
         raise RequestError(f"A Khala server address looks like http://host:8888; got {shown!r}.")
     if parts.username or parts.password:
         raise RequestError("Put no user name or password in the server address: the Khala server "
@@ -179,7 +183,7 @@ class RemotePipeline:
     def _not_a_dispatcher(self, cancel: CancelToken) -> str:
         try:
             health = json.loads(self._get(P.HEALTH_PATH, cancel, None, "GET /health").body)
-        except (ServerError, ValueError):
+        except (ServerError, ValueError, RecursionError):
             health = None
         if isinstance(health, dict) and {"status", "phase"} <= set(health):
             return (f"{self.server_url} is a Khala worker, not the dispatcher: use the dispatcher's address "
@@ -393,7 +397,7 @@ class RemotePipeline:
                               f"{': ' + self._detail(reply.body) if reply.body else '.'}")
         try:
             data = json.loads(reply.body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: deep nesting
             raise ServerError(f"The Khala server at {self.server_url} answered {what} with something that is "
                               f"not JSON: {reply.body[:60]!r}.") from None
         missing = [name for name in required if not isinstance(data, dict) or name not in data]
@@ -407,7 +411,7 @@ class RemotePipeline:
         """The message in an error body (FastAPI's ``detail`` or upstream's ``error``), one line."""
         try:
             data = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: deep nesting
             return P.short_server_error(body[:200].decode("utf-8", "replace"))
         if isinstance(data, dict):
             detail = data.get("error") or data.get("detail")

@@ -44,7 +44,7 @@ import engine
 from engine.errors import Cancelled, KhalaError, OutputError, RequestError
 from engine.events import BACKBONE, DECODE, SUPERRES, CancelToken, Event, Log, Progress, Song, Stage
 from engine.remote import protocol as P
-from engine.request import SongRequest
+from engine.request import UPSTREAM_TOKEN_CAP, SongRequest
 
 MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_KEEPALIVE_S = 10.0
@@ -182,13 +182,18 @@ class _Job:
     answer: dict[str, Any] = field(default_factory=dict)
 
 
+def _check_max_tokens(max_tokens: int | None) -> None:
+    """The operator's cap, checked at start: every song's request must pass SongRequest.validate."""
+    if max_tokens is not None and not 2 <= max_tokens <= UPSTREAM_TOKEN_CAP:
+        raise RequestError(f"--max-tokens must be from 2 to {UPSTREAM_TOKEN_CAP:,}; got {max_tokens}.")
+
+
 class Worker:
     """One song at a time through ``pipeline``; the HTTP layer is ``make_server``."""
 
     def __init__(self, pipeline: SongPipeline, *, max_tokens: int | None = None, files: FileStore | None = None,
                  keepalive_s: float = DEFAULT_KEEPALIVE_S, log: TextIO | None = None) -> None:
-        if max_tokens is not None and max_tokens < 2:
-            raise RequestError(f"--max-tokens must be at least 2; got {max_tokens}.")
+        _check_max_tokens(max_tokens)
         self.pipeline = pipeline
         self.max_tokens = max_tokens
         self.files = files or FileStore()
@@ -331,7 +336,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             payload = json.loads(self.rfile.read(int(length)).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: deeply nested arrays
             self._send_json(400, {"status": P.RESULT_ERROR, "error": "The body is not JSON."})
             return
         started = self.worker.start(payload)
@@ -376,8 +381,7 @@ def serve(weights_dir: Path, *, host: str, port: int, max_tokens: int | None, de
     """``khala worker``: check everything, bind, serve until Ctrl-C or SIGTERM; 0 on a clean stop."""
     if not 0 <= port <= 65535:
         raise RequestError(f"--port must be from 0 to 65535; got {port}.")
-    if max_tokens is not None and max_tokens < 2:
-        raise RequestError(f"--max-tokens must be at least 2; got {max_tokens}.")
+    _check_max_tokens(max_tokens)
     from engine.weights.folder import locate_weights
     locate_weights(weights_dir)  # WeightsError naming the missing or broken file, before binding
     if pipeline_factory is None:

@@ -464,6 +464,16 @@ def _check_disk(folder: Path, need: int) -> None:
                            f"{_gb(free)} GB free on {probe}.")
 
 
+def _check_folder(folder: Path) -> None:
+    """WeightsError, before any request, when ``folder`` (or the nearest part of it that exists) is a
+    file: the download would fail at mkdir, after contacting the Hub, with a traceback."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise WeightsError(f"Cannot download the model into {folder}: {existing} is a file, not a folder.")
+
+
 def download_events(folder: Path | str | None = None, *, repo: str | None = None, revision: str | None = None,
                     cancel: CancelToken | None = None, retries: int = 5, backoff: float = 1.0,
                     timeout: float | None = None) -> Generator[DownloadProgress, None, WeightPaths]:
@@ -477,6 +487,7 @@ def download_events(folder: Path | str | None = None, *, repo: str | None = None
     """
     manifest = load_manifest()
     folder = Path(folder or default_weights_dir()).expanduser()
+    _check_folder(folder)
     repo, revision = repo or manifest.repo, revision or manifest.revision
     net = _Net(hub_endpoint(),
                timeout or _env_float("HF_HUB_DOWNLOAD_TIMEOUT", constants.HF_HUB_DOWNLOAD_TIMEOUT),

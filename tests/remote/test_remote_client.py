@@ -204,6 +204,34 @@ class _HealthOnly(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class _Nested(BaseHTTPRequestHandler):
+    """A hostile server: every answer is 200 and 400 kB of nested JSON arrays."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _answer(self) -> None:
+        body = b"[" * 200_000 + b"]" * 200_000
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+
+def test_deeply_nested_json_from_a_server_is_one_error() -> None:
+    # json.loads raised RecursionError: a traceback from `khala generate --server`
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Nested)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        _, error = run_until_error(f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert isinstance(error, ServerError) and len(str(error)) < 400
+
+
 def test_pointing_at_a_worker_instead_of_the_dispatcher_is_named() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _HealthOnly)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
@@ -268,6 +296,8 @@ def test_server_address_normalised(url: str, expected: str) -> None:
     ("http://host:8888/?x=1", "no '\\?' or '#'"),
     ("http://host:99999", "not a number from 1 to 65535"),
     ("http://", "looks like"),
+    ("http://[::1", "looks like"),  # urlsplit raises ValueError: was a traceback
+    ("http://[not-an-ip]:8888", "looks like"),
 ])
 def test_bad_server_addresses(url: str, words: str) -> None:
     with pytest.raises(RequestError, match=words):

@@ -250,6 +250,9 @@ def test_bad_requests_get_clear_answers_and_leave_the_worker_idle(pipeline: Pipe
     with serving(pipeline) as h:
         code, body = h.raw("POST", "/generate", b"{not json")
         assert (code, json.loads(body)) == (400, {"status": "error", "error": "The body is not JSON."})
+        # 400 kB of nesting (under the size limit) was a RecursionError: a traceback and no answer
+        code, body = h.raw("POST", "/generate", b"[" * 200_000 + b"]" * 200_000)
+        assert (code, json.loads(body)) == (400, {"status": "error", "error": "The body is not JSON."})
         code, body = h.raw("POST", "/generate", json.dumps({**PAYLOAD, "duration": "three"}).encode())
         assert code == 200 and json.loads(body) == {
             "status": "error", "error": "Payload field 'duration' must be a whole number; got 'three'."}
@@ -317,8 +320,10 @@ def test_a_host_beyond_loopback_warns_that_there_is_no_authentication(monkeypatc
 def test_command_errors_come_before_serving(tiny_weights: Path, tmp_path: Path) -> None:
     kw = dict(host="127.0.0.1", device=None, dtype=None, out=io.StringIO(), err=io.StringIO(),
               pipeline_factory=_NoPipeline)
-    with pytest.raises(RequestError, match="--max-tokens must be at least 2"):
+    with pytest.raises(RequestError, match="--max-tokens must be from 2 to 23,552; got 1"):
         W.serve(tiny_weights, port=0, max_tokens=1, **kw)
+    with pytest.raises(RequestError, match="--max-tokens must be from 2 to 23,552; got 23553"):
+        W.serve(tiny_weights, port=0, max_tokens=23_553, **kw)  # every song would fail validation
     with pytest.raises(RequestError, match="--port must be from 0 to 65535"):
         W.serve(tiny_weights, port=70000, max_tokens=None, **kw)
     with pytest.raises(WeightsError):
