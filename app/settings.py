@@ -18,7 +18,7 @@ from PySide6.QtCore import QByteArray, QSettings
 from app import paths
 from engine.errors import RequestError
 from engine.remote.client import normalise_server_url
-from engine.request import SongRequest
+from engine.request import UPSTREAM_TOKEN_CAP, SongRequest
 
 AUDIO_FORMATS = ("wav", "flac", "mp3")
 MAX_REQUEST_CHARS = 1 << 20  # a saved request larger than this is not read (lyrics are far shorter)
@@ -244,8 +244,9 @@ class Settings:
             number = value
         elif isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value.strip()) <= 18:
             number = int(value.strip())
-        if number is None or (number != 0 and number < 2):
-            self._reset("max_tokens", value, "is not 0 (no cap) or a whole number of at least 2", "no cap")
+        if number is None or (number != 0 and not 2 <= number <= UPSTREAM_TOKEN_CAP):
+            self._reset("max_tokens", value, f"is not 0 (no cap) or a whole number from 2 to {UPSTREAM_TOKEN_CAP:,}",
+                        "no cap")
             return None
         return number or None
 

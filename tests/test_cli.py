@@ -207,3 +207,19 @@ def test_tiny_never_overwrites_a_model_folder(tmp_path: Path, capsys: pytest.Cap
     assert main(["tiny", str(tmp_path / "file")]) == 1
     err = capsys.readouterr().err
     assert "it is a file, not a folder" in err and "Traceback" not in err
+
+
+def test_without_weights_flag_the_model_is_found_where_khala_weights_download_puts_it(
+        tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "song.wav"
+    monkeypatch.setenv("KHALA_WEIGHTS", str(tiny_weights))
+    assert main(["generate", *BASE, "--out", str(out), "--quiet"]) == 0 and sf.info(str(out)).frames > 0
+    assert main(["decode", "--codes", str(tmp_path / "song.wav.codes.npy"), "--out", str(tmp_path / "d.wav")]) == 0
+    capsys.readouterr()
+    missing = tmp_path / "no model here"
+    monkeypatch.setenv("KHALA_WEIGHTS", str(missing))
+    assert main(["generate", *BASE, "--out", str(tmp_path / "other.wav"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: No model at {missing}: download it with `khala weights download`, or say where it is: "
+                   "--weights DIR (or --server URL for a Khala server)."]
+    assert not (tmp_path / "other.wav").exists()

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from engine.errors import OutputError
+from engine.errors import OutputError, RequestError
 from engine.request import SongRequest
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3")
@@ -34,8 +34,25 @@ def add_prompt_flags(p: argparse.ArgumentParser, *, overrides: bool = False) -> 
 
 
 def add_weights_flag(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """--weights DIR; when not required, its default is found by :func:`weights_dir`."""
     p.add_argument("--weights", type=Path, required=required, metavar="DIR",
-                   help="folder with the six weight files and tokenizer.json")
+                   help="folder with the six weight files and tokenizer.json" + ("" if required else
+                        " (default: $KHALA_WEIGHTS, else the app-data folder `khala weights download` fills)"))
+
+
+def weights_dir(args: argparse.Namespace, alternative: str = "") -> Path:
+    """--weights, else $KHALA_WEIGHTS, else the app-data folder when it exists. Raises RequestError
+    naming the folder it looked in; ``alternative`` adds another way out (e.g. a server)."""
+    from engine.weights.folder import default_weights_dir
+
+    if args.weights is not None:
+        return args.weights
+    folder = default_weights_dir()
+    if folder.is_dir():
+        return folder
+    shown = str(folder).replace(str(Path.home()), "~", 1)
+    raise RequestError(f"No model at {shown}: download it with `khala weights download`, or say where it is: "
+                       f"--weights DIR{alternative}.")
 
 
 # flag (argparse dest) → SongRequest field

@@ -6,13 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.cli.common import AUDIO_SUFFIXES, add_weights_flag, check_output_path
+from engine.cli.common import AUDIO_SUFFIXES, add_weights_flag, check_output_path, weights_dir
 from engine.errors import KhalaError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     dec = sub.add_parser("decode", help="decode saved codes [64, frames] to audio")
-    add_weights_flag(dec)
+    add_weights_flag(dec, required=False)
     dec.add_argument("--codes", type=Path, required=True, metavar="FILE.npy",
                      help="a NumPy .npy file: [64, frames] integer codes 0..1023, any integer type")
     dec.add_argument("--out", type=Path, required=True)
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.out, AUDIO_SUFFIXES)
     codes = read_codes(args.codes)  # checked before the decoder loads
     tensor = torch.from_numpy(codes.astype(np.int64))
-    paths = locate_weights(args.weights)
+    paths = locate_weights(weights_dir(args))
     device = pick_device(args.device)
     decoder = load_decoder(paths.decoder, paths.decoder_config, device, pick_decoder_dtype(args.dtype))
     audio = decode_codes(decoder, tensor.to(device, torch.int64))

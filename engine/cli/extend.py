@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.cli.common import add_prompt_flags, add_weights_flag, given_fields
+from engine.cli.common import add_prompt_flags, add_weights_flag, given_fields, weights_dir
 from engine.errors import RequestError
 from engine.events import CancelToken
 from engine.extend import (AT_END, DEFAULT_ADD_MINUTES, check_room, continuation_request, cut_frame,
@@ -23,7 +23,7 @@ from engine.extend import (AT_END, DEFAULT_ADD_MINUTES, check_room, continuation
 def register(sub: argparse._SubParsersAction) -> None:
     ext = sub.add_parser("extend", help="continue a song made by Khala, or regenerate it from a point",
                          description=__doc__.split("\n\n")[1])
-    add_weights_flag(ext)
+    add_weights_flag(ext, required=False)
     ext.add_argument("--song", type=Path, required=True, metavar="FILE.{wav,flac,mp3}",
                      help="a song made by Khala, with its sidecar FILE.ext.json and codes FILE.ext.codes.npy beside it")
     ext.add_argument("--at", default=AT_END, metavar="SECONDS|end",
@@ -68,6 +68,6 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.pipeline import Pipeline  # torch: only once everything above holds
 
-    pipeline = Pipeline(args.weights, device=args.device, dtype=args.dtype)
+    pipeline = Pipeline(weights_dir(args), device=args.device, dtype=args.dtype)
     write_events(args, pipeline.generate(request, CancelToken(), continuation=continuation))
     return 0

@@ -7,7 +7,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from engine.cli.common import add_prompt_flags, add_weights_flag, check_output_path, request_from_args
+from engine.cli.common import add_prompt_flags, add_weights_flag, check_output_path, request_from_args, weights_dir
 from engine.errors import RequestError
 from engine.events import CancelToken, Log, Preview, Progress, Song, Stage
 from engine.request import SAMPLE_RATE, SAMPLES_PER_FRAME, SongRequest, expected_tokens
@@ -80,12 +80,11 @@ def run(args: argparse.Namespace) -> int:
     request.validate()
     if args.server:
         return _run_remote(args, request)
-    if args.weights is None:
-        raise RequestError("Say where the model is: --weights DIR (or --server URL for a Khala server).")
+    weights = weights_dir(args, " (or --server URL for a Khala server)")
     from engine.pipeline import Pipeline
 
     check_outputs(args, request)
-    pipeline = Pipeline(args.weights, device=args.device, dtype=args.dtype, keep_loaded=args.keep_loaded)
+    pipeline = Pipeline(weights, device=args.device, dtype=args.dtype, keep_loaded=args.keep_loaded)
     write_events(args, pipeline.generate(request, CancelToken(),
                                          preview_every=args.preview_every if args.preview_out else None))
     return 0

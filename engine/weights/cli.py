@@ -144,6 +144,6 @@ def cmd_weights_path(args: argparse.Namespace) -> int:
 
     folder = _folder(args)
     status = weights_status(folder)
-    print(folder)
+    print(folder, flush=True)  # before the status on stderr, even into one pipe
     print(f"{status}: {status.detail}", file=sys.stderr)
     return EXIT_OK

@@ -204,6 +204,7 @@ BAD_SETTINGS = [  # (key, the raw INI value, what the property must return inste
     ("max_tokens", "1e99", None),
     ("max_tokens", "1", None),
     ("max_tokens", "-5", None),
+    ("max_tokens", "23553", None),  # over the model's cap: every local song would be refused
     ("max_tokens", "99999999999999999999999999", None),
     ("server_url", "ftp://studio", ""),
     ("server_url", "http://user:pw@studio:8888", ""),
