@@ -54,9 +54,22 @@ class AudioTags:
     artist: str = "Khala"
 
 
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # e.g. a name over the file system's limit: not a folder, reported elsewhere
+        return False
+
+
 def check_format(path: Path) -> tuple[str, str]:
     """(libsndfile format, subtype) for ``path``'s suffix; OutputError if unknown or unsupported here."""
     ext = path.suffix.lower()
+    if str(path) == "-":
+        raise OutputError("Cannot write a song to standard output: a song is a file with its sidecar and codes "
+                          "beside it; give a file name such as song.wav.")
+    if not ext and _is_folder(path):
+        raise OutputError(f"Cannot write {path}: it is a folder; give a file name in it, such as "
+                          f"{path / 'song.wav'}.")
     if ext not in FORMATS:
         raise OutputError(f"Cannot write {path.name}: unknown audio format {ext or '(no extension)'!r}; "
                           f"use {', '.join(FORMATS)}.")

@@ -223,3 +223,17 @@ def test_without_weights_flag_the_model_is_found_where_khala_weights_download_pu
     assert err == [f"error: No model at {missing}: download it with `khala weights download`, or say where it is: "
                    "--weights DIR (or --server URL for a Khala server)."]
     assert not (tmp_path / "other.wav").exists()
+
+
+@pytest.mark.parametrize("out, message", [
+    ("FOLDER", "error: Cannot write {tmp}: it is a folder; give a file name in it, such as {tmp}/song.wav."),
+    ("-", "error: Cannot write a song to standard output: a song is a file with its sidecar and codes beside it; "
+          "give a file name such as song.wav."),
+])
+def test_a_folder_or_stdout_as_the_song_says_what_to_give(tiny_weights: Path, tmp_path: Path, out: str, message: str,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    target = str(tmp_path) if out == "FOLDER" else out
+    before = sorted(tmp_path.iterdir())
+    assert generate(tiny_weights, Path(target)) == 1
+    assert capsys.readouterr().err.strip() == message.format(tmp=tmp_path)
+    assert sorted(tmp_path.iterdir()) == before
