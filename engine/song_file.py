@@ -438,9 +438,15 @@ def load_codes(song: SongOnDisk, num_quantizers: int = 64, codebook_size: int = 
         raise SongFileError(f"{song.audio_path.name} has no saved codes (its sidecar names "
                             f"{path.name if path else 'none'}); it cannot be extended.")
     try:
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":  # np.load would take anything else for a pickle
+                raise ValueError("it is not a NumPy .npy file")
         codes = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise SongFileError(f"The codes of {song.audio_path.name} ({path.name}) cannot be read: {e}") from None
+    except (OSError, ValueError, EOFError) as e:
+        reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0][:200]
+        if "pickle" in reason:
+            reason = "it holds Python objects, not integer codes"
+        raise SongFileError(f"The codes of {song.audio_path.name} ({path.name}) cannot be read: {reason}.") from None
     if codes.ndim != 2 or codes.shape[0] != num_quantizers or codes.shape[1] < 1 or codes.dtype.kind not in "iu":
         raise SongFileError(f"{path.name} does not hold Khala codes: expected integers [{num_quantizers}, frames], "
                             f"got {codes.dtype} {list(codes.shape)}.")

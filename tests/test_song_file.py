@@ -241,6 +241,12 @@ def test_read_song_errors_are_one_clear_line(tmp_path: Path) -> None:
     np.save(saved.codes_path, np.full((64, 3), 4000, np.int16))
     with pytest.raises(SongFileError, match="outside 0..1023"):
         load_codes(read_song(saved.audio_path))
+    saved.codes_path.write_bytes(bytes(range(256)) * 8)  # not .npy: np.load alone would call it a pickle
+    with pytest.raises(SongFileError, match=r"cannot be read: it is not a NumPy \.npy file\.$"):
+        load_codes(read_song(saved.audio_path))
+    np.save(saved.codes_path, np.array([None] * 64, dtype=object).reshape(64, 1), allow_pickle=True)
+    with pytest.raises(SongFileError, match=r"cannot be read: it holds Python objects, not integer codes\.$"):
+        load_codes(read_song(saved.audio_path))
 
 
 def test_a_song_renamed_with_its_companions_can_still_be_extended(tmp_path: Path) -> None:
