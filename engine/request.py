@@ -81,8 +81,9 @@ class SongRequest:
                 raise RequestError(NO_LYRICS_LEFT)
 
     def describes_song(self) -> bool:
-        """The rule for "what the song is": tags, a description or a genre, at least one."""
-        return any(isinstance(f, str) and f.strip() for f in (self.tags, self.description, self.genre))
+        """The rule for "what the song is": tags, a description or a genre, at least one with a letter
+        or a digit (a lone comma or a zero-width space says nothing)."""
+        return any(isinstance(f, str) and any(c.isalnum() for c in f) for f in (self.tags, self.description, self.genre))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

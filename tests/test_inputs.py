@@ -32,8 +32,12 @@ def test_lyrics_that_clean_to_nothing_are_no_lyrics(lyrics: str) -> None:
 def test_one_rule_for_what_the_song_is() -> None:
     for fields in ({"tags": "Pop"}, {"description": "a calm song"}, {"genre": "Jazz"}):
         SongRequest(lyrics="la", **fields).validate()
-    with pytest.raises(RequestError, match=re.escape(NO_META)):
-        SongRequest(tags=" ", description="\n", genre="\t", lyrics="la").validate()
+    for empty in ({"tags": " ", "description": "\n", "genre": "\t"}, {"tags": ", ,"}, {"genre": "\u200b"},
+                  {"description": "…!?"}):
+        with pytest.raises(RequestError, match=re.escape(NO_META)):
+            SongRequest(lyrics="la", **empty).validate()
+    SongRequest(tags="ポップ", lyrics="la").validate()  # any script's letters count
+    SongRequest(tags="80s", lyrics="la").validate()
 
 
 def _error_line(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
