@@ -5,6 +5,7 @@ Imports neither torch nor Qt, so the app can use them without loading the model 
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -72,6 +73,12 @@ class SongRequest:
                                f"(they use consecutive seeds); got {self.seed}.")
         if self.max_tokens is not None and not 2 <= self.max_tokens <= UPSTREAM_TOKEN_CAP:
             raise RequestError(f"Max tokens must be from 2 to {UPSTREAM_TOKEN_CAP:,}; got {self.max_tokens}.")
+        for label, text in (("The tags contain", self.tags), ("The description contains", self.description),
+                            ("The genre contains", self.genre), ("The lyrics contain", self.lyrics)):
+            at = next((i for i, c in enumerate(text) if unicodedata.category(c) == "Cc" and c not in "\t\n\r"), None)
+            if at is not None:
+                raise RequestError(f"{label} a control character (U+{ord(text[at]):04X} at character "
+                                   f"{at + 1}); remove it.")
         if not self.describes_song():
             raise RequestError(NO_META)
         if not self.instrumental:

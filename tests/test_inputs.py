@@ -222,3 +222,13 @@ def test_one_download_size_from_the_manifest() -> None:
     assert stated and set(stated) == {text}, stated
     assert text in folder.weights_status(ROOT / "no-such-folder").detail
     assert folder.required_download_bytes(ROOT / "no-such-folder") == m.approx_total_bytes
+
+
+@pytest.mark.parametrize("field, label", [("tags", "The tags contain"), ("description", "The description contains"),
+                                          ("genre", "The genre contains"), ("lyrics", "The lyrics contain")])
+def test_control_characters_are_refused_in_every_field(field: str, label: str) -> None:
+    fields = {"tags": "Pop", "lyrics": "la", field: "ok\x1b[31m"}
+    with pytest.raises(RequestError) as err:
+        SongRequest(**fields).validate()
+    assert str(err.value) == f"{label} a control character (U+001B at character 3); remove it."
+    SongRequest(tags="Pop\t", description="a\r\ncalm song", lyrics="[Verse]\n\tla").validate()  # whitespace is fine
