@@ -434,9 +434,12 @@ def read_song(audio_path: Path | str) -> SongOnDisk:
 def load_codes(song: SongOnDisk, num_quantizers: int = 64, codebook_size: int = 1024) -> np.ndarray:
     """The song's codes as int64 [64, frames]; SongFileError when missing or not Khala codes."""
     path = song.codes_path
-    if path is None or not path.is_file():
-        raise SongFileError(f"{song.audio_path.name} has no saved codes (its sidecar names "
-                            f"{path.name if path else 'none'}); it cannot be extended.")
+    if path is None:
+        raise SongFileError(f"{song.audio_path.name} has no saved codes (a song made on a Khala server has none); "
+                            "it cannot be extended.")
+    if not path.is_file():
+        raise SongFileError(f"{song.audio_path.name} has no saved codes ({path.name} is missing); "
+                            "it cannot be extended.")
     try:
         with open(path, "rb") as f:
             if f.read(6) != b"\x93NUMPY":  # np.load would take anything else for a pickle

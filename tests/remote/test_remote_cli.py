@@ -11,6 +11,7 @@ from dispatcher_standin import FakeDispatcher, Scenario
 
 import engine.remote.client as client
 from engine.cli import main
+from engine.song_file import SongFileError, load_codes, read_song
 
 FAST = dict(poll_s=0.005, timeout_s=2.0, retry_s=0.3, stall_timeout_s=0.3, queue_timeout_s=2.0)
 
@@ -36,6 +37,8 @@ def test_two_tracks_become_song_and_song_2(tmp_path: Path, capsys: pytest.Captur
         assert sidecar["engine"]["kind"] == "remote" and sidecar["engine"]["server"] == d.url
         assert sidecar["engine"]["track"] == i and sidecar["engine"]["job_id"] and sidecar["codes"] is None
         assert sf.info(str(tmp_path / name)).frames > 0
+        with pytest.raises(SongFileError, match=r"has no saved codes \(a song made on a Khala server has none\)"):
+            load_codes(read_song(tmp_path / name))
     out = capsys.readouterr()
     assert "2 songs" in out.err  # asked for one, the server makes two: said, not hidden
     assert "seed chosen by the server" in out.out + out.err and "seed None" not in out.out + out.err
