@@ -220,27 +220,25 @@ class _Nested(BaseHTTPRequestHandler):
     do_GET = do_POST = _answer
 
 
-def test_deeply_nested_json_from_a_server_is_one_error() -> None:
-    # json.loads raised RecursionError: a traceback from `khala generate --server`
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Nested)
+def _error_from(handler: type[BaseHTTPRequestHandler]) -> KhalaError:
+    """The client's error against a loopback server answering every request with ``handler``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
-        _, error = run_until_error(f"http://127.0.0.1:{server.server_address[1]}")
+        return run_until_error(f"http://127.0.0.1:{server.server_address[1]}")[1]
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_deeply_nested_json_from_a_server_is_one_error() -> None:
+    # json.loads raised RecursionError: a traceback from `khala generate --server`
+    error = _error_from(_Nested)
     assert isinstance(error, ServerError) and len(str(error)) < 400
 
 
 def test_pointing_at_a_worker_instead_of_the_dispatcher_is_named() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _HealthOnly)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    try:
-        _, error = run_until_error(f"http://127.0.0.1:{server.server_address[1]}")
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert "is a Khala worker, not the dispatcher" in str(error)
+    assert "is a Khala worker, not the dispatcher" in str(_error_from(_HealthOnly))
 
 
 def _cancel_after(token: CancelToken, seconds: float) -> None:
