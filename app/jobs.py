@@ -27,7 +27,8 @@ def readable_error(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
         return "Out of memory. Try a shorter song or close other apps."
     if isinstance(exc, OSError):
-        return f"A file could not be read or written: {exc.strerror or exc}."
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return f"A file could not be read or written{where}: {exc.strerror or exc}."
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return f"Something went wrong: {text[:300]}"
 

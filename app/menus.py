@@ -85,7 +85,8 @@ def _export(w: MenuHost, fmt: str) -> None:
     rec = _checked(w)
     if rec is None:
         return
-    start = str(Path(w.settings.songs_dir) / f"{rec.title}.{fmt}")
+    safe = "".join("-" if c in "/\\:" or not c.isprintable() else c for c in rec.title).strip(" .")[:120]
+    start = str(Path(w.settings.songs_dir) / f"{safe or 'Song'}.{fmt}")  # a title is never a path
     name, _ = QFileDialog.getSaveFileName(w, f"Export As {fmt.upper()}", start, f"{fmt.upper()} audio (*.{fmt})")
     if not name:
         return

@@ -60,6 +60,8 @@ def check_writable_dir(folder: Path) -> str | None:
     folder = Path(folder).expanduser()
     if not folder.is_absolute():
         return f"The songs folder must be a full path, such as {default_songs_dir()}; “{str(folder)[:200]}” is not."
+    if folder.exists() and not folder.is_dir():
+        return f"The songs folder {folder} is a file, not a folder: choose another folder in Settings."
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

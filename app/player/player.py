@@ -96,7 +96,12 @@ class Player(QObject):
         try:
             frames, rate = read_audio_file(path)
         except Exception as exc:  # noqa: BLE001 - unreadable or missing file
-            self.error.emit(f"Cannot play {Path(path).name}: {exc}")
+            if not Path(path).is_file():
+                self.error.emit(f"Cannot play {Path(path).name}: the file is missing (moved, renamed or deleted "
+                                f"outside Khala?).")
+            else:
+                reason = (str(exc).splitlines() or [type(exc).__name__])[0].replace(str(path), Path(path).name)
+                self.error.emit(f"Cannot play {Path(path).name}: {reason[:200]}")
             return False
         self.load_array(frames, rate, song_id)
         return True
