@@ -122,12 +122,29 @@ def use_settings(w: MenuHost) -> None:
         w.show_message(f"Settings of “{rec.title}” loaded (seed {rec.seed}).")
 
 
+MAX_TITLE_CHARS = 200  # a title is one line of the library; longer ones are pasted by mistake
+
+
+def title_problem(title: str) -> str | None:
+    """None when ``title`` can name a song, else why not (one line)."""
+    if len(title) > MAX_TITLE_CHARS:
+        return f"a title can have at most {MAX_TITLE_CHARS} characters (this one has {len(title):,})."
+    bad = next((c for c in title if not c.isprintable()), None)
+    if bad is not None:
+        return f"the title contains a control character (U+{ord(bad):04X}); remove it."
+    return None
+
+
 def rename(w: MenuHost) -> None:
     rec = w.selected_record()
     if rec is None:
         return
     title, ok = QInputDialog.getText(w, "Rename Song", "Title:", text=rec.title)
     if ok and title.strip():
+        problem = title_problem(title.strip())
+        if problem:
+            w.show_message(f"Cannot rename “{rec.title}”: {problem}", "error")
+            return
         try:
             w.library.rename(rec.id, title)
         except LibraryError as exc:

@@ -48,3 +48,22 @@ def test_export_suggests_a_file_in_the_songs_folder_whatever_the_title(qtbot, fa
     start = Path(offered[0])
     assert start.parent == Path(w.settings.songs_dir) and start.suffix == ".flac"
     assert "AC" in start.name and "DC cover" in start.name
+
+
+def test_rename_refuses_a_control_character_or_a_pasted_page_and_keeps_the_title(qtbot, fake_window, monkeypatch):
+    from PySide6.QtWidgets import QInputDialog
+
+    from app.menus import rename
+
+    w = fake_window
+    rec = generate_one(qtbot, w)
+    for typed, said in (("a\x00b", "control character (U+0000)"), ("x" * 100_000, "at most 200 characters")):
+        select(w, rec.id)
+        monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: (typed, True))
+        rename(w)
+        assert said in w.status.text() and w.status.property("level") == "error"
+        assert w.library.get(rec.id).title == rec.title
+    monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("Rain 😀 שלום", True))
+    select(w, rec.id)
+    rename(w)
+    assert w.library.get(rec.id).title == "Rain 😀 שלום"
