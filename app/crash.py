@@ -33,6 +33,31 @@ def log_dir(app_name: str = "Khala") -> Path:
     return Path(state) / app_name.lower() / "logs"
 
 
+def install_log_file(app_name: str = "Khala") -> Path | None:
+    """The app's loggers (``app.*``) write to <log_dir>/<app>.log (1 MB, 3 kept), never to stderr:
+    a failed job's traceback is kept there for a bug report. None (and nothing logged) when the
+    folder cannot be made."""
+    import logging
+    from logging.handlers import RotatingFileHandler
+
+    logger = logging.getLogger("app")
+    logger.propagate = False  # else Python's last-resort handler prints tracebacks to stderr
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+        old.close()
+    path = log_dir(app_name) / f"{app_name.lower()}.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = RotatingFileHandler(path, maxBytes=1 << 20, backupCount=3, encoding="utf-8")
+    except OSError:
+        logger.addHandler(logging.NullHandler())
+        return None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return path
+
+
 def write_crash_log(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None,
                     app_name: str = "Khala", thread_name: str | None = None) -> Path:
     folder = log_dir(app_name)

@@ -75,9 +75,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(version_report())
         return 0
-    from app.crash import install_excepthook
+    from app.crash import install_excepthook, install_log_file
 
     install_excepthook()
+    install_log_file()
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])

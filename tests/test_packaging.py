@@ -424,3 +424,31 @@ def test_full_smoke_test_from_source(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", "import sys; from app.smoke import smoke_test; sys.exit(smoke_test())"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0 and "SMOKE OK" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_failed_jobs_traceback_goes_to_the_log_file_not_stderr(hooks: Path, capsys) -> None:
+    import logging
+
+    from app.crash import install_log_file
+
+    logger = logging.getLogger("app")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    try:
+        path = install_log_file()
+        assert path == hooks / "khala.log"
+        try:
+            raise OSError(5, "Input/output error")
+        except OSError:
+            logging.getLogger("app.jobs").exception("background job failed")
+        for handler in logger.handlers:
+            handler.flush()
+        text = path.read_text(encoding="utf-8")
+        assert "ERROR app.jobs: background job failed" in text and "Traceback (most recent call last)" in text
+        assert "Traceback" not in capsys.readouterr().err
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+        for handler in saved[0]:
+            logger.addHandler(handler)
+        logger.propagate, logger.level = saved[1], saved[2]
