@@ -237,3 +237,17 @@ def test_a_folder_or_stdout_as_the_song_says_what_to_give(tiny_weights: Path, tm
     assert generate(tiny_weights, Path(target)) == 1
     assert capsys.readouterr().err.strip() == message.format(tmp=tmp_path)
     assert sorted(tmp_path.iterdir()) == before
+
+
+def test_decode_never_writes_bare_audio_over_a_song(tiny_weights: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    song = tmp_path / "song.wav"
+    assert generate(tiny_weights, song) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    capsys.readouterr()
+    assert main(["decode", "--weights", str(tiny_weights), "--codes", str(tmp_path / "song.wav.codes.npy"),
+                 "--out", str(song)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: song.wav is a Khala song (song.wav.json, song.wav.codes.npy beside it); decoding over it would "
+        "leave them describing other audio. Choose another --out name.")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

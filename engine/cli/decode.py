@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.weights.folder import locate_weights
 
     check_output_path(args.out, AUDIO_SUFFIXES)
+    check_not_a_song(args.out)
     codes = read_codes(args.codes)  # checked before the decoder loads
     tensor = torch.from_numpy(codes.astype(np.int64))
     paths = locate_weights(weights_dir(args))
@@ -43,6 +44,16 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def check_not_a_song(out: Path) -> None:
+    """Refuse to write bare audio over a Khala song: its sidecar and codes would describe other audio."""
+    from engine.song_file import codes_path, sidecar_path
+
+    companions = [p.name for p in (sidecar_path(out), codes_path(out)) if p.exists()]
+    if companions:
+        raise KhalaError(f"{out.name} is a Khala song ({', '.join(companions)} beside it); decoding over it would "
+                         "leave them describing other audio. Choose another --out name.")
 
 
 def read_codes(path: Path) -> "np.ndarray":
