@@ -27,12 +27,16 @@ class ProgressBar:
         self._dirty = False
         self._drawn_at = 0.0
         self._first: tuple[float, int] | None = None  # (time, count) of the stage's first update
+        isatty = getattr(self.stream, "isatty", None)
+        self._redraw = bool(isatty and isatty())  # a terminal: one line redrawn; a file or pipe: a line per tenth
+        self._tenth = -1
 
     def stage_started(self, name: str, variation: int | None = None) -> None:
         self.finish_line()
         self.stage = name
         self.started = time.monotonic()
         self._first = None
+        self._tenth = -1
         suffix = f" (variation {variation + 1})" if variation else ""
         self.stream.write(f"» {name.replace('_', ' ')}{suffix}\n")
         self.stream.flush()
@@ -41,10 +45,16 @@ class ProgressBar:
         now = time.monotonic()
         if self._first is None:
             self._first = (now, done)
-        if done < total and now - self._drawn_at < MIN_REDRAW_S:
-            return
-        self._drawn_at = now
         total = max(total, 1)
+        if self._redraw:
+            if done < total and now - self._drawn_at < MIN_REDRAW_S:
+                return
+        else:
+            tenth = min(10, 10 * done // total)
+            if tenth <= self._tenth:
+                return
+            self._tenth = tenth
+        self._drawn_at = now
         filled = int(min(done / total, 1.0) * self.width)
         unit = UNITS.get(self.stage, "")
         t0, done0 = self._first
@@ -53,10 +63,10 @@ class ProgressBar:
             speed = f"{rate:6.1f} {unit}/s  ETA {format_eta((total - done) / rate)}"  # stage may start high
         else:
             speed = f"{'--':>6} {unit}/s  ETA -:--"
-        line = f"\r  [{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} {unit} {speed} "
-        self.stream.write(line)
+        line = f"  [{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} {unit} {speed}"
+        self.stream.write(f"\r{line} " if self._redraw else f"{line}\n")
         self.stream.flush()
-        self._dirty = True
+        self._dirty = self._redraw
 
     def finish_line(self) -> None:
         if self._dirty:

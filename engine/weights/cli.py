@@ -69,20 +69,30 @@ def _fmt_eta(seconds: float | None) -> str:
 
 
 class DownloadBar:
-    """One rewritten stderr line: bar, bytes, rate, ETA, current file."""
+    """Bar, bytes, rate, ETA, current file: one rewritten line on a terminal; on a file or pipe,
+    a plain line per tenth of the bytes and per phase (download, verify)."""
 
     def __init__(self, stream: TextIO | None = None, width: int = 24) -> None:
         self.stream, self.width, self.dirty = stream or sys.stderr, width, False
+        isatty = getattr(self.stream, "isatty", None)
+        self.redraw = bool(isatty and isatty())
+        self.last: tuple[str, int] | None = None  # (phase, tenth) of the last plain line
 
     def __call__(self, p) -> None:  # p: engine.weights.download.DownloadProgress
         total = max(p.bytes_total, 1)
+        if not self.redraw:
+            mark = (p.phase, min(10, 10 * p.bytes_done // total))
+            if mark == self.last:
+                return
+            self.last = mark
         filled = int(self.width * min(p.bytes_done / total, 1.0))
         what = "verifying " if p.phase == "verify" else ""
-        self.stream.write(f"\r  [{'#' * filled}{'.' * (self.width - filled)}] {_fmt_bytes(p.bytes_done)} / "
-                          f"{_fmt_bytes(p.bytes_total)}  {_fmt_bytes(p.rate_bytes_per_s)}/s  "
-                          f"ETA {_fmt_eta(p.eta_s)}  {what}{p.file}\033[K")
+        line = (f"  [{'#' * filled}{'.' * (self.width - filled)}] {_fmt_bytes(p.bytes_done)} / "
+                f"{_fmt_bytes(p.bytes_total)}  {_fmt_bytes(p.rate_bytes_per_s)}/s  ETA {_fmt_eta(p.eta_s)}  "
+                f"{what}{p.file}")
+        self.stream.write(f"\r{line}\033[K" if self.redraw else f"{line}\n")
         self.stream.flush()
-        self.dirty = True
+        self.dirty = self.redraw
 
     def end(self) -> None:
         if self.dirty:
