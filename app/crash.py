@@ -48,7 +48,8 @@ def install_log_file(app_name: str = "Khala") -> Path | None:
     path = log_dir(app_name) / f"{app_name.lower()}.log"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = RotatingFileHandler(path, maxBytes=1 << 20, backupCount=3, encoding="utf-8")
+        handler: logging.Handler = RotatingFileHandler(path, maxBytes=1 << 20, backupCount=3, encoding="utf-8",
+                                                            delay=True)
     except OSError:
         logger.addHandler(logging.NullHandler())
         return None
