@@ -236,6 +236,7 @@ def test_extend_regenerates_from_a_time_with_the_songs_request(tiny_weights: Pat
     cut = math.floor(0.5 * 44_100 / 2048)
     assert meta["parent"]["song"] == "song.wav" and meta["parent"]["cut_frame"] == cut == 10
     assert meta["parent"]["title"] == parent["title"] == "Pop · Piano"
+    assert meta["title"] == "Pop · Piano (from 0:00)"  # as the app names it (0.46 s, shown to the second)
     assert meta["tokens"]["prefix_frames"] == cut and meta["tokens"]["generated"] == 12
     for field in ("tags", "lyrics", "temperature", "top_k", "top_k_superres", "minutes"):
         assert meta["request"][field] == parent["request"][field]  # --at SECONDS: the song's own length

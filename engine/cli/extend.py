@@ -16,8 +16,8 @@ from pathlib import Path
 from engine.cli.common import add_prompt_flags, add_weights_flag, given_fields, weights_dir
 from engine.errors import RequestError
 from engine.events import CancelToken
-from engine.extend import (AT_END, DEFAULT_ADD_MINUTES, check_room, continuation_request, cut_frame,
-                           default_minutes, open_song)
+from engine.extend import (AT_END, DEFAULT_ADD_MINUTES, check_room, continuation_request, continued_title,
+                           cut_frame, default_minutes, open_song)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,5 +69,6 @@ def run(args: argparse.Namespace) -> int:
     from engine.pipeline import Pipeline  # torch: only once everything above holds
 
     pipeline = Pipeline(weights_dir(args), device=args.device, dtype=args.dtype)
-    write_events(args, pipeline.generate(request, CancelToken(), continuation=continuation))
+    title = continued_title(continuation.title, continuation) if continuation.title else None
+    write_events(args, pipeline.generate(request, CancelToken(), continuation=continuation), title=title)
     return 0

@@ -106,8 +106,9 @@ def _run_remote(args: argparse.Namespace, request: SongRequest) -> int:
     return 0
 
 
-def write_events(args: argparse.Namespace, events) -> None:
-    """Draw the events as a progress bar and write each Song (and previews) where ``args`` says."""
+def write_events(args: argparse.Namespace, events, title: str | None = None) -> None:
+    """Draw the events as a progress bar and write each Song (and previews) where ``args`` says;
+    ``title``: the songs' title (default: made from the request)."""
     import numpy as np
 
     from engine.audio import write_audio, write_npy_atomic
@@ -129,7 +130,7 @@ def write_events(args: argparse.Namespace, events) -> None:
             elif isinstance(event, Preview) and getattr(args, "preview_out", None) is not None:
                 write_audio(args.preview_out, event.audio, event.sample_rate)
             elif isinstance(event, Song):
-                saved = write_song(event, variation_path(args.out, event.variation))
+                saved = write_song(event, variation_path(args.out, event.variation), title=title)
                 if args.codes_out is not None and event.codes is not None:
                     write_npy_atomic(variation_path(args.codes_out, event.variation), np.asarray(event.codes, np.int16))
                 if bar is not None:
