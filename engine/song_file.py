@@ -431,6 +431,27 @@ def read_song(audio_path: Path | str) -> SongOnDisk:
     return SongOnDisk(audio, path, data)
 
 
+NOT_NPY = "it is not a NumPy .npy file"
+NPZ = "it is a .npz archive"
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """The one array in the ``.npy`` file ``path``, never unpickled. ValueError whose text is one short
+    reason: ``NOT_NPY``, ``NPZ``, pickled objects, or numpy's first line for a damaged file; OSError
+    as the OS raised it."""
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic.startswith(b"PK"):
+        raise ValueError(NPZ)
+    if magic != b"\x93NUMPY":  # np.load would take anything else for a pickle
+        raise ValueError(NOT_NPY)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise ValueError("it holds Python objects, not integer codes" if "pickle" in reason else reason) from None
+
+
 def load_codes(song: SongOnDisk, num_quantizers: int = 64, codebook_size: int = 1024) -> np.ndarray:
     """The song's codes as int64 [64, frames]; SongFileError when missing or not Khala codes."""
     path = song.codes_path
@@ -441,15 +462,12 @@ def load_codes(song: SongOnDisk, num_quantizers: int = 64, codebook_size: int = 
         raise SongFileError(f"{song.audio_path.name} has no saved codes ({path.name} is missing); "
                             "it cannot be extended.")
     try:
-        with open(path, "rb") as f:
-            if f.read(6) != b"\x93NUMPY":  # np.load would take anything else for a pickle
-                raise ValueError("it is not a NumPy .npy file")
-        codes = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0][:200]
-        if "pickle" in reason:
-            reason = "it holds Python objects, not integer codes"
-        raise SongFileError(f"The codes of {song.audio_path.name} ({path.name}) cannot be read: {reason}.") from None
+        codes = read_npy(path)
+    except OSError as e:
+        raise SongFileError(f"The codes of {song.audio_path.name} ({path.name}) cannot be read: "
+                            f"{e.strerror or e}.") from None
+    except ValueError as e:
+        raise SongFileError(f"The codes of {song.audio_path.name} ({path.name}) cannot be read: {e}.") from None
     if codes.ndim != 2 or codes.shape[0] != num_quantizers or codes.shape[1] < 1 or codes.dtype.kind not in "iu":
         raise SongFileError(f"{path.name} does not hold Khala codes: expected integers [{num_quantizers}, frames], "
                             f"got {codes.dtype} {list(codes.shape)}.")

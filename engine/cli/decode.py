@@ -60,24 +60,22 @@ def read_codes(path: Path) -> "np.ndarray":
     """The [64, frames] integer array in the ``.npy`` file ``path``; KhalaError (one line naming
     the file) for a missing or unreadable file, a ``.npz`` archive, a pickled object, or codes
     that are not integers in 0..1023 (any integer dtype is accepted)."""
-    import numpy as np
-
     from engine.errors import RequestError
+    from engine.song_file import NOT_NPY, NPZ, read_npy
     from engine.stages.codec import check_codes
 
     try:
-        with open(path, "rb") as f:
-            magic = f.read(6)
-        if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
-            raise KhalaError(f"{path} is not a NumPy .npy file; give [64, frames] integer codes saved with numpy.save.")
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        reason = getattr(error, "strerror", None) or (str(error).splitlines() or [type(error).__name__])[0][:200]
-        raise KhalaError(f"Cannot read codes from {path}: {reason}") from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        loaded.close()
-        raise KhalaError(f"{path} is a .npz archive; give the codes as one .npy array "
-                         "(numpy.save), [64, frames] integers.")
+        loaded = read_npy(path)
+    except OSError as error:
+        raise KhalaError(f"Cannot read codes from {path}: {error.strerror or error}") from None
+    except ValueError as error:
+        if str(error) == NOT_NPY:
+            raise KhalaError(f"{path} is not a NumPy .npy file; give [64, frames] integer codes saved with "
+                             "numpy.save.") from None
+        if str(error) == NPZ:
+            raise KhalaError(f"{path} is a .npz archive; give the codes as one .npy array "
+                             "(numpy.save), [64, frames] integers.") from None
+        raise KhalaError(f"Cannot read codes from {path}: {error}") from None
     try:
         check_codes(loaded)
     except RequestError as error:
