@@ -19,6 +19,7 @@ from app.jobs import Job
 from app.library.model import audio_problem
 from app.library.store import Library, LibraryError, SongRecord
 from engine.extend import format_time
+from engine.request import control_character
 
 
 class MenuHost(Protocol):
@@ -129,9 +130,9 @@ def title_problem(title: str) -> str | None:
     """None when ``title`` can name a song, else why not (one line)."""
     if len(title) > MAX_TITLE_CHARS:
         return f"a title can have at most {MAX_TITLE_CHARS} characters (this one has {len(title):,})."
-    bad = next((c for c in title if not c.isprintable()), None)
-    if bad is not None:
-        return f"the title contains a control character (U+{ord(bad):04X}); remove it."
+    at = control_character(title)
+    if at is not None:
+        return f"the title contains a control character (U+{ord(title[at]):04X}); remove it."
     return None
 
 

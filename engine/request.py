@@ -31,6 +31,13 @@ def expected_tokens(minutes: int) -> int:
     return int(TOKENS_PER_MINUTE * (minutes + 0.8))
 
 
+def control_character(text: str, allowed: str = "") -> int | None:
+    """Index of the first control character (Unicode category Cc: C0, DEL, C1) of ``text`` not in
+    ``allowed``, or None. Format characters (a zero-width joiner inside an emoji, a right-to-left
+    mark) are not control characters."""
+    return next((i for i, c in enumerate(text) if unicodedata.category(c) == "Cc" and c not in allowed), None)
+
+
 @dataclass(frozen=True)
 class SongRequest:
     """What the user asked for. ``seed=None`` means pick one at random."""
@@ -75,7 +82,7 @@ class SongRequest:
             raise RequestError(f"Max tokens must be from 2 to {UPSTREAM_TOKEN_CAP:,}; got {self.max_tokens}.")
         for label, text in (("The tags contain", self.tags), ("The description contains", self.description),
                             ("The genre contains", self.genre), ("The lyrics contain", self.lyrics)):
-            at = next((i for i, c in enumerate(text) if unicodedata.category(c) == "Cc" and c not in "\t\n\r"), None)
+            at = control_character(text, allowed="\t\n\r")
             if at is not None:
                 raise RequestError(f"{label} a control character (U+{ord(text[at]):04X} at character "
                                    f"{at + 1}); remove it.")
