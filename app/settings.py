@@ -89,9 +89,9 @@ class Settings:
 
     def check(self) -> list[str]:
         """Read every setting once (resetting bad ones); the notes."""
-        for name in ("songs_dir", "weights_dir", "audio_format", "keep_model_loaded", "last_request",
-                     "geometry", "max_tokens", "server_url"):
-            getattr(self, name)
+        for name, attribute in vars(Settings).items():
+            if isinstance(attribute, property) and name != "notes":
+                getattr(self, name)
         return self.notes
 
     def _get(self, key: str, default: Any) -> Any:
